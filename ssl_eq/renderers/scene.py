@@ -1,0 +1,98 @@
+"""The 3DIEBench scene (DESIGN.md §4) and its per-view latents.
+
+Nothing here imports pytorch3d: the constants and the latent sampler are shared with the
+dataset and probe code.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+LATENT_NAMES_3DIEBENCH = ["rot_x", "rot_y", "rot_z", "floor_hue", "spot_theta", "spot_phi", "spot_hue"]
+VARIANTS = {
+    "3diebench": LATENT_NAMES_3DIEBENCH,
+    "3diebench-t": LATENT_NAMES_3DIEBENCH + ["trans_x", "trans_y", "trans_z"],
+}
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Scene constants; defaults reproduce the SIE paper's BlenderProc generator."""
+
+    floor_z: float = -1.0
+    floor_half_size: float = 12.0          # "huge plane": covers the whole field of view
+    floor_saturation: float = 0.6
+    floor_value: float = 0.6
+    sun_energy: float = 1.5                # W/m^2, pointing straight down
+    ambient: float = 0.05                  # Blender's default grey world
+    spot_radius: float = 4.0
+    spot_theta_max: float = math.pi / 4
+    spot_size: float = math.pi / 8         # full cone angle (Blender spot_size)
+    spot_blend: float = 0.15               # Blender's default soft edge
+    spot_energy: float = 500.0             # W, radiant intensity P / (4 pi) per sr
+    spot_saturation: float = 1.0
+    spot_value: float = 0.8
+    camera_radius: float = 2.5
+    camera_theta: float = math.pi / 4
+    camera_phi: float = math.pi / 2
+    fov_degrees: float = 39.5978           # 50 mm lens on a 36 mm sensor
+    rotation_range: float = math.pi / 2    # Euler angles ~ U[-range, range]
+    translation_range: float = 0.5         # 3DIEBench-T: t ~ U[-range, range]^3
+    exposure: float = 1.0
+
+    def camera_position(self) -> tuple[float, float, float]:
+        r, th, ph = self.camera_radius, self.camera_theta, self.camera_phi
+        return (r * math.sin(th) * math.cos(ph), r * math.sin(th) * math.sin(ph), r * math.cos(th))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Image-formation settings that are not scene facts."""
+
+    image_size: int = 128
+    supersample: int = 1                   # render at k x size, box-filter down (anti-aliasing)
+    shadow_map_size: int = 128             # the light frustum is fitted to the object
+    shadow_bias: float = 0.02              # depth units (scene units) to avoid self-shadow acne
+    shadow_pcf: int = 1                    # (2k+1)^2 percentage-closer-filter taps
+    scene: SceneSpec = field(default_factory=SceneSpec)
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "supersample", "shadow_map_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.image_size < 8 or self.image_size > 4096:
+            raise ValueError(f"image_size must be in [8, 4096], got {self.image_size}")
+
+
+def object_seed(seed: int, object_id: str) -> np.random.SeedSequence:
+    """Seed of one object's latents: independent of sharding, batch order and resume."""
+    return np.random.SeedSequence([int(seed), zlib.crc32(object_id.encode("utf-8"))])
+
+
+def sample_latents(seed: int, object_id: str, views: int, variant: str = "3diebench",
+                   spec: SceneSpec = SceneSpec()) -> np.ndarray:
+    """Latents of all views of one object -> float64 (views, D), D = 7 or 10 (DESIGN.md §4 layout)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    rng = np.random.default_rng(object_seed(seed, object_id))
+    r = spec.rotation_range
+    cols = [
+        rng.uniform(-r, r, (views, 3)),
+        rng.uniform(0.0, 1.0, (views, 1)),
+        rng.uniform(0.0, spec.spot_theta_max, (views, 1)),
+        rng.uniform(0.0, 2 * math.pi, (views, 1)),
+        rng.uniform(0.0, 1.0, (views, 1)),
+    ]
+    if variant == "3diebench-t":
+        t = spec.translation_range
+        cols.append(rng.uniform(-t, t, (views, 3)))
+    return np.concatenate(cols, axis=1)
