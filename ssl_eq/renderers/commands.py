@@ -49,7 +49,7 @@ def _render(args: argparse.Namespace) -> int:
         return 0
     print(f"dataset complete: {result['out']}/manifest.json")
     if args.preview:
-        from ..reports.sheets import dataset_preview
+        from ..reports.contact_sheet import dataset_preview
         png = dataset_preview(result["out"], f"{result['out']}/preview.png")
         print(f"contact sheet: {png}")
     return 0

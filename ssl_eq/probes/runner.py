@@ -1,0 +1,195 @@
+"""`ssl-eq probe`: load a run, extract (or reuse) frozen features, run the selected probes, write RUN/probe/.
+
+Outputs: RUN/probe/probe.json (every metric with its definition, the config used, per-probe status),
+RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+A probe that cannot apply or fails is recorded with its reason; the others still run.
+"""
+from __future__ import annotations
+
+import datetime
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ssl_eq.config import config_dir
+from ssl_eq.probes.features import extract_features, file_digest, load_cached, save_cached
+from ssl_eq.probes.targets import MissingLatents
+from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
+from ssl_eq.utils.io import write_json_atomic
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+RUN_CONFIG = "config.yaml"
+PROBE_DIR = "probe"
+DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
+
+
+def load_probe_config(epochs: int | None = None, path: str | Path | None = None) -> dict[str, Any]:
+    """configs/probe/default.yaml (or `path`) as a plain dict; `epochs` overrides every probe's epochs."""
+    path = Path(path) if path else config_dir() / "probe" / "default.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"probe config not found: {path}")
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if epochs is not None:
+        if epochs < 1:
+            raise ValueError(f"--epochs must be >= 1, got {epochs}")
+        for section in cfg["probes"].values():
+            if "epochs" in section:
+                section["epochs"] = epochs
+    return cfg
+
+
+def select_probes(spec: str) -> list[str]:
+    """"all" or a comma-separated list of names from PROBES -> names, in registry order."""
+    if spec.strip() == "all":
+        return list(PROBES)
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown or not names:
+        raise ValueError(f"--probes: unknown probe(s) {unknown or spec!r}; choose 'all' or from {list(PROBES)}")
+    return [n for n in PROBES if n in names]
+
+
+def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[str, Any]:
+    """Run each named probe in isolation -> {"probes": {name: record}, "metrics": flat, "definitions": flat}.
+
+    A record has "status" ("ok" | "skipped" | "error"), "reason" when not ok, "metrics", "definitions",
+    "plots" (paths relative to ctx.out_dir), "notes" and the probe's "config".
+    """
+    records, flat, definitions = {}, {}, {}
+    for name in names:
+        section = cfg["probes"].get(name, {})
+        record: dict[str, Any] = {"config": section}
+        try:
+            result = PROBES[name](ctx, section)
+        except (ProbeSkipped, MissingLatents) as e:
+            record.update(status="skipped", reason=str(e))
+        except Exception as e:  # noqa: BLE001 - one failing probe must not lose the others
+            record.update(status="error", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+        else:
+            record.update(status="ok", metrics=result.metrics, definitions=result.definitions, notes=result.notes,
+                          plots=[str(Path(p).relative_to(ctx.out_dir)) for p in result.plots])
+            for metric, value in result.metrics.items():
+                flat[f"{name}/{metric}"] = value
+                definitions[f"{name}/{metric}"] = result.definitions[metric]
+                ctx.log_scalar(f"probe/{name}/{metric}", value, 0)
+        records[name] = record
+    return {"probes": records, "metrics": flat, "definitions": definitions}
+
+
+def _dataset_from_run(run_dir: Path) -> Path | None:
+    cfg_path = run_dir / RUN_CONFIG
+    if not cfg_path.is_file():
+        return None
+    value = OmegaConf.select(OmegaConf.load(cfg_path), DATASET_CONFIG_KEY, default=None)
+    return Path(str(value)) if value else None
+
+
+def check_compatible(model: Any, source: Any, data_dir: Path) -> list[str]:
+    """Image size must match (else ValueError); a different latent schema only warns (latent probes skip)."""
+    size = getattr(model, "image_size", None)
+    if size is not None and int(size) != int(source.image_size):
+        raise ValueError(f"{data_dir}: image_size {source.image_size} does not match the checkpoint's image_size "
+                         f"{size}; probe with a dataset rendered at {size} px")
+    schema = getattr(model, "latent_schema", None)
+    if schema is not None and list(schema) != list(source.latent_schema):
+        return [f"{data_dir}: latent schema {list(source.latent_schema)} differs from the checkpoint's "
+                f"{list(schema)}; probes needing missing latents are skipped"]
+    return []
+
+
+def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[str, Any], cfg: dict[str, Any],
+                    device: str) -> dict[str, torch.Tensor]:
+    from torch.utils.data import DataLoader, Subset
+
+    from ssl_eq.datasets.views import ViewDataset
+
+    cached = load_cached(cache, key)
+    if cached is not None:
+        print(f"features [{split}]: reusing {cache}")
+        return cached
+    views = ViewDataset(source, split)
+    max_objects = cfg["extraction"].get("max_objects")
+    dataset = Subset(views, range(min(len(views), max_objects * source.views))) if max_objects else views
+    print(f"features [{split}]: extracting {len(dataset)} views -> {cache}")
+    loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=False)
+    feats = extract_features(model, loader, device=device)
+    save_cached(cache, key, feats)
+    return feats
+
+
+def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str = "all",
+               epochs: int | None = None, device: str = "cpu", config: str | Path | None = None) -> dict[str, Any]:
+    """Probe a run folder (docs/architecture.md "Runs and models") and write RUN/probe/probe.json -> its content."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ssl_eq.datasets.native import NativeDataset
+    from ssl_eq.methods import load_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NotADirectoryError(f"run folder not found: {run_dir}")
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"{run_dir}: no checkpoint at {ckpt} (was the run trained to its first save?)")
+    names = select_probes(probes)
+    cfg = load_probe_config(epochs, config)
+    data_dir = Path(data) if data else _dataset_from_run(run_dir)
+    if data_dir is None:
+        raise ValueError(f"{run_dir / RUN_CONFIG} names no dataset ({DATASET_CONFIG_KEY}); "
+                         "pass --data DIR")
+    source = NativeDataset(data_dir)
+    model = load_run(run_dir, map_location=device)
+    warnings = check_compatible(model, source, data_dir)
+    for w in warnings:
+        print(f"warning: {w}")
+
+    out_dir = run_dir / PROBE_DIR
+    digest = file_digest(ckpt)
+    feats = {}
+    for split in ("train", "val"):
+        key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
+               "dataset_created": source.manifest.get("created"), "split": split,
+               "max_objects": cfg["extraction"].get("max_objects")}
+        feats[split] = _split_features(model, source, split, out_dir / f"features_{split}.pt", key, cfg, device)
+
+    writer = SummaryWriter(str(out_dir / "tb"))
+    ctx = ProbeContext(train=feats["train"], val=feats["val"], latent_schema=list(source.latent_schema),
+                       class_names=list(source.class_names), out_dir=out_dir, model=model, seed=int(cfg["seed"]),
+                       log_scalar=writer.add_scalar)
+    try:
+        results = evaluate(ctx, names, cfg)
+    finally:
+        writer.close()
+    report = {
+        "run": str(run_dir),
+        "method": type(model).__name__,
+        "checkpoint": str(ckpt),
+        "checkpoint_sha256": digest,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"root": str(data_dir), "variant": source.variant, "image_size": source.image_size,
+                    "views": source.views, "latent_schema": list(source.latent_schema),
+                    "objects": {s: int(f["labels"].shape[0]) for s, f in feats.items()}},
+        "config": cfg,
+        "selected": names,
+        "warnings": warnings,
+        **results,
+    }
+    write_json_atomic(out_dir / "probe.json", report)
+    return report
+
+
+def format_summary(report: dict[str, Any]) -> str:
+    """Human-readable lines: each probe's status and metrics, then where probe.json is."""
+    lines = []
+    for name, record in report["probes"].items():
+        if record["status"] != "ok":
+            lines.append(f"{name}: {record['status']} - {record['reason']}")
+            continue
+        lines.append(f"{name}:")
+        lines += [f"  {metric:<28} {value:.4f}" for metric, value in record["metrics"].items()]
+        lines += [f"  note: {note}" for note in record["notes"]]
+    lines.append(f"wrote {Path(report['run']) / PROBE_DIR / 'probe.json'}")
+    return "\n".join(lines)

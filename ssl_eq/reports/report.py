@@ -1,0 +1,297 @@
+"""`ssl-eq report`: report.md + self-contained report.html over one or more run folders.
+
+Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves)
+and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note, never an error.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssl_eq.reports import reference
+from ssl_eq.reports.contact_sheet import dataset_preview
+
+DASH = "–"
+ASSETS = "assets"
+MAX_CURVE_TAGS = 8
+CURVE_KEYWORDS = ("loss", "acc", "r2")  # tags matching these are drawn first
+CURVE_EXCLUDED = ("epoch",)
+SHEET_OBJECTS = 6
+SHEET_VIEWS = 6
+PROBE_ORDER = ("linear", "rotation", "view_rotation", "colour", "translation", "predictor")
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    name: str
+    method: str
+    training: dict[str, float] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    dataset: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts as {"a/b": value}; bools and non-numbers are dropped."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}/"))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        out[prefix.rstrip("/")] = float(obj)
+    return out
+
+
+def read_scalars(tb_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """All scalar series under a TensorBoard folder (any depth) -> {tag: (steps, values)}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    series: dict[str, tuple[list, list]] = {}
+    for folder in sorted({p.parent for p in tb_dir.rglob("events.out.tfevents*")}):
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps, values = series.setdefault(tag, ([], []))
+            for event in acc.Scalars(tag):
+                steps.append(event.step)
+                values.append(event.value)
+    return {tag: (np.asarray(s), np.asarray(v)) for tag, (s, v) in series.items()}
+
+
+def load_run_info(run_dir: str | Path) -> RunInfo:
+    """Everything the report shows about one run folder; absent files become notes."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise NotADirectoryError(f"run folder not found: {path}")
+    info = RunInfo(path=path, name=path.name, method=DASH)
+    cfg_path = path / "config.yaml"
+    if cfg_path.is_file():
+        cfg = OmegaConf.load(cfg_path)
+        info.method = str(OmegaConf.select(cfg, "method.name", default=DASH))
+        root = OmegaConf.select(cfg, "data.root", default=None)
+        info.dataset = Path(str(root)) if root else None
+    else:
+        info.notes.append("no config.yaml")
+    for name, attr in (("metrics.json", "training"), ("probe/probe.json", "probe")):
+        file = path / name
+        if not file.is_file():
+            info.notes.append(f"no {name}")
+            continue
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError as e:
+            info.notes.append(f"{name} is not valid JSON ({e})")
+            continue
+        setattr(info, attr, _flatten(data) if attr == "training" else data)
+    if info.probe:
+        info.method = info.method if info.method != DASH else str(info.probe.get("method", DASH))
+        root = info.probe.get("dataset", {}).get("root")
+        info.dataset = Path(root) if root else info.dataset
+    if (path / "tb").is_dir():
+        info.curves = read_scalars(path / "tb")
+    else:
+        info.notes.append("no tb/ (TensorBoard logs)")
+    return info
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return DASH
+    if float(value).is_integer() and abs(value) >= 1:
+        return str(int(value))
+    return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4g}"
+
+
+def metric_tables(runs: list[RunInfo]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) per table: training metrics, then one per probe; one row per run, dash if missing."""
+    tables = []
+    groups: dict[str, list[tuple[RunInfo, dict[str, float]]]] = {"training": [(r, r.training) for r in runs]}
+    for probe in PROBE_ORDER:
+        groups[f"probe: {probe}"] = [(r, {k.split("/", 1)[1]: v for k, v in r.probe.get("metrics", {}).items()
+                                          if k.split("/", 1)[0] == probe}) for r in runs]
+    for title, per_run in groups.items():
+        columns = sorted({k for _, m in per_run for k in m})
+        if not columns:
+            continue
+        rows = [[r.name, r.method, *(_fmt(m.get(c)) for c in columns)] for r, m in per_run]
+        tables.append((title, ["run", "method", *columns], rows))
+    return tables
+
+
+def probe_status_rows(runs: list[RunInfo]) -> list[list[str]]:
+    """[run, probe, status, reason] for every probe that was skipped or failed."""
+    return [[r.name, name, rec["status"], rec.get("reason", "")]
+            for r in runs for name, rec in r.probe.get("probes", {}).items() if rec["status"] != "ok"]
+
+
+def definitions(runs: list[RunInfo]) -> dict[str, str]:
+    """Metric-name suffix -> definition text, over all runs' probe.json."""
+    out: dict[str, str] = {}
+    for r in runs:
+        for name, text in r.probe.get("definitions", {}).items():
+            out.setdefault(name.rsplit("/", 1)[-1], text)
+    return out
+
+
+def plot_curves(runs: list[RunInfo], out_png: Path) -> Path | None:
+    """One panel per common scalar tag (losses / accuracies first), one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssl_eq.utils.io import atomic_path
+
+    tags = sorted({t for r in runs for t in r.curves if len(r.curves[t][0]) > 1 and t not in CURVE_EXCLUDED},
+                  key=lambda t: (not any(k in t.lower() for k in CURVE_KEYWORDS), t))[:MAX_CURVE_TAGS]
+    if not tags:
+        return None
+    cols = min(len(tags), 4)
+    rows = (len(tags) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, tag in zip(axes.flat, tags):
+        for r in runs:
+            if tag in r.curves:
+                steps, values = r.curves[tag]
+                ax.plot(steps, values, label=r.name)
+        ax.set(title=tag, xlabel="step")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(tags):]:
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out_png
+
+
+def dataset_sheet(runs: list[RunInfo], out_png: Path) -> tuple[Path | None, str]:
+    """Contact sheet of the first readable run dataset (objects × views) -> (png or None, caption / reason)."""
+    reasons = []
+    for root in dict.fromkeys(r.dataset for r in runs if r.dataset is not None):
+        try:
+            dataset_preview(root, out_png, objects=SHEET_OBJECTS, views=SHEET_VIEWS)
+        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError) as e:
+            reasons.append(f"{root}: {e}")
+            continue
+        return out_png, f"dataset {root}"
+    return None, "; ".join(reasons) or "no run names a dataset"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_image(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>' \
+           f'{html.escape(alt)}</figcaption></figure>'
+
+
+HTML_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+              "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+              "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f3f3f3}"
+              "td:first-child,td:nth-child(2){text-align:left}img{max-width:100%}"
+              ".published{background:#fff8e6;padding:0.5em 1em;border-left:4px solid #e0a800}")
+
+
+def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "ssl_eq report") -> dict[str, Path]:
+    """Write OUT/report.md (images in OUT/assets/) and OUT/report.html (images embedded) -> their paths."""
+    from ssl_eq.utils.io import write_atomic
+
+    if not run_dirs:
+        raise ValueError("report: give at least one run folder")
+    runs = [load_run_info(d) for d in run_dirs]
+    out = Path(out_dir)
+    assets = out / ASSETS
+    assets.mkdir(parents=True, exist_ok=True)
+
+    # sections: (heading, markdown body, html body)
+    sections: list[tuple[str, str, str]] = []
+    images: list[tuple[str, Path]] = []
+
+    def add_image(png: Path, alt: str) -> tuple[str, str]:
+        images.append((alt, png))
+        return f"![{alt}]({png.relative_to(out).as_posix()})", _html_image(png, alt)
+
+    tables = metric_tables(runs)
+    md = [f"### {t}\n\n{_md_table(h, r)}" for t, h, r in tables] or ["No metrics found."]
+    ht = [f"<h3>{html.escape(t)}</h3>{_html_table(h, r)}" for t, h, r in tables] or ["<p>No metrics found.</p>"]
+    sections.append(("Our runs", "\n\n".join(md), "".join(ht)))
+
+    pub_header, pub_rows = list(reference.COLUMNS), [list(r) for r in reference.PUBLISHED]
+    sections.append(("Published numbers (from the papers, at their scale)",
+                     f"> **{reference.CAPTION}**\n\n{_md_table(pub_header, pub_rows)}\n\n{reference.R2_NOTE}",
+                     f'<div class="published"><p><b>{html.escape(reference.CAPTION)}</b></p>'
+                     f"{_html_table(pub_header, pub_rows)}<p>{html.escape(reference.R2_NOTE)}</p></div>"))
+
+    defs = definitions(runs)
+    if defs:
+        rows = [[k, v] for k, v in sorted(defs.items())]
+        sections.append(("Metric definitions", _md_table(["metric", "definition"], rows),
+                         _html_table(["metric", "definition"], rows)))
+    status = probe_status_rows(runs)
+    notes = [[r.name, "; ".join(r.notes)] for r in runs if r.notes]
+    if status or notes:
+        md_parts, html_parts = [], []
+        if status:
+            md_parts.append(_md_table(["run", "probe", "status", "reason"], status))
+            html_parts.append(_html_table(["run", "probe", "status", "reason"], status))
+        if notes:
+            md_parts.append(_md_table(["run", "missing"], notes))
+            html_parts.append(_html_table(["run", "missing"], notes))
+        sections.append(("Skipped probes and missing files", "\n\n".join(md_parts), "".join(html_parts)))
+
+    curves = plot_curves(runs, assets / "training_curves.png")
+    if curves is not None:
+        sections.append(("Training curves (TensorBoard)", *add_image(curves, "training curves")))
+
+    md_parts, html_parts = [], []
+    for r in runs:
+        for name in PROBE_ORDER:
+            for rel in r.probe.get("probes", {}).get(name, {}).get("plots", []):
+                src = r.path / "probe" / rel
+                if src.is_file():
+                    dst = assets / f"{r.name}__{Path(rel).name}"
+                    shutil.copyfile(src, dst)
+                    m, h = add_image(dst, f"{r.name}: {Path(rel).stem}")
+                    md_parts.append(m)
+                    html_parts.append(h)
+    if md_parts:
+        sections.append(("Probe plots", "\n\n".join(md_parts), "".join(html_parts)))
+
+    sheet, caption = dataset_sheet(runs, assets / "dataset_contact_sheet.png")
+    if sheet is not None:
+        m, h = add_image(sheet, caption)
+        sections.append(("Dataset", m, h))
+    else:
+        sections.append(("Dataset", f"No contact sheet: {caption}", f"<p>No contact sheet: {html.escape(caption)}</p>"))
+
+    run_list = "\n".join(f"- `{r.path}` ({r.method})" for r in runs)
+    md_text = f"# {title}\n\nRuns:\n{run_list}\n\n" + "\n\n".join(f"## {h}\n\n{b}" for h, b, _ in sections) + "\n"
+    html_text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                 f"<style>{HTML_STYLE}</style></head><body><h1>{html.escape(title)}</h1><ul>"
+                 + "".join(f"<li><code>{html.escape(str(r.path))}</code> ({html.escape(r.method)})</li>" for r in runs)
+                 + "</ul>" + "".join(f"<h2>{html.escape(h)}</h2>{b}" for h, _, b in sections) + "</body></html>\n")
+    md_path = write_atomic(out / "report.md", lambda p: p.write_text(md_text))
+    html_path = write_atomic(out / "report.html", lambda p: p.write_text(html_text))
+    return {"md": md_path, "html": html_path}
