@@ -1,0 +1,22 @@
+"""Pretraining methods: a registry of LightningModules sharing `BaseMethod` (one file per method).
+
+Names are imported on first use, so `import ssl_eq.methods` (e.g. by the CLI) loads neither torch nor
+Lightning. `load_run(run_dir)` rebuilds a trained model from a run folder.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BaseMethod": "base", "NonFiniteLossError": "base", "StepOutput": "base",
+    "METHODS": "registry", "get_method": "registry", "register_method": "registry", "available_methods": "registry",
+    "build_method": "run", "load_run": "run", "compose_config": "run", "pretrain": "run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ssl_eq.methods' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ssl_eq.methods.{_EXPORTS[name]}"), name)

@@ -1,0 +1,208 @@
+"""The LightningModule every method builds on.
+
+It owns the backbone, the inv / equi split of the representation, on-device augmentation
+and normalisation, the optimiser + warm-up/cosine schedule, online probes on detached
+features, collapse signals and the non-finite-loss guard. A method adds its heads
+(`build_heads`), its projection (`project`) and its loss (`step_loss`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from lightly.utils.benchmarking.online_linear_classifier import OnlineLinearClassifier
+from lightly.utils.debug import std_of_l2_normalized
+from lightly.utils.lars import LARS
+from lightly.utils.scheduler import CosineWarmupScheduler
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ssl_eq.augment import AugmentPipeline
+from ssl_eq.backbones import build_backbone
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "lars": LARS,
+    "sgd": torch.optim.SGD,
+}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the loss became NaN / inf (the last checkpoint is left untouched)."""
+
+
+@dataclass
+class StepOutput:
+    loss: Tensor                                           # () total loss
+    terms: dict[str, Tensor]                               # () each, already weighted
+    reps: list[Tensor] = field(default_factory=list)       # per view (B, D) backbone representations
+
+
+class BaseMethod(pl.LightningModule):
+    """Base of all methods. `config` is the full resolved pretraining config (a plain dict)."""
+
+    name: ClassVar[str] = ""
+    has_predictor: ClassVar[bool] = False
+    action_key: ClassVar[str | None] = None          # batch key of the action the predictor is conditioned on
+    batch_kind: ClassVar[str] = "pair"
+    required_keys: ClassVar[tuple[str, ...]] = ("images",)
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg: DictConfig = OmegaConf.create(config)
+        bb = OmegaConf.to_container(self.cfg.backbone, resolve=True)
+        self.backbone, self.rep_dim = build_backbone(bb.pop("name"), **bb)
+        self.inv_dim, self.equi_dim = self._split_sizes(self.cfg.method.split)
+        self.augment = AugmentPipeline(self.cfg.data.image_size, list(self.cfg.augment.transforms))
+        norm = self.cfg.augment.normalize
+        self.register_buffer("mean", torch.tensor(list(norm.mean)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(norm.std)).view(1, 3, 1, 1), persistent=False)
+        self.channels_last = bool(self.cfg.trainer.get("channels_last", False))
+        # online probes: classifier on inv (full when inv is empty), rotation regressor on equi (idem)
+        probe_cls_dim = self.inv_dim or self.rep_dim
+        probe_rot_dim = self.equi_dim or self.rep_dim
+        num_classes = int(self.cfg.data.num_classes)
+        self.online_classifier = OnlineLinearClassifier(probe_cls_dim, num_classes, topk=(1,))
+        self.online_rotation = nn.Linear(2 * probe_rot_dim, 4)
+        self.build_heads()
+        self.total_steps = 1
+        self._last_finite_loss: float | None = None
+
+    # ------------------------------------------------------------------ hooks for methods
+    def build_heads(self) -> None:
+        """Create projectors / predictors (uses self.inv_dim, self.equi_dim, self.cfg.method)."""
+        raise NotImplementedError
+
+    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """{"full", "inv", "equi"} representations -> {"inv": (B, Ei), "equi": (B, Ee)} embeddings."""
+        raise NotImplementedError
+
+    def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
+        """views (B, V, 3, S, S) preprocessed -> StepOutput with the loss and its weighted terms."""
+        raise NotImplementedError
+
+    def predict(self, equi_emb: Tensor, batch_actions: dict[str, Tensor]) -> Tensor:
+        """(B, Ee) view-1 equivariant embedding + actions -> (B, Ee) predicted view-2 embedding."""
+        raise NotImplementedError(f"method {self.name!r} has no predictor (has_predictor is False)")
+
+    # ------------------------------------------------------------------ public model API
+    @property
+    def image_size(self) -> int:
+        return int(self.cfg.data.image_size)
+
+    @property
+    def latent_schema(self) -> list[str]:
+        return list(self.cfg.data.get("latent_schema") or [])
+
+    @property
+    def data_requirements(self) -> dict[str, Any]:
+        return {"kind": self.batch_kind, "keys": list(self.required_keys)}
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) -> float (B, 3, S, S): resized to image_size and normalised, on the images' device."""
+        x = (self.augment.resize(images) - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def representations(self, x: Tensor) -> dict[str, Tensor]:
+        """(B, 3, S, S) preprocessed -> {"full": (B, D), "inv": (B, Di), "equi": (B, De)}."""
+        return self.split(self.backbone(x))
+
+    def embeddings(self, x: Tensor) -> dict[str, Tensor]:
+        """(B, 3, S, S) preprocessed -> {"inv": (B, Ei), "equi": (B, Ee)} projector outputs."""
+        return self.project(self.representations(x))
+
+    def split(self, rep: Tensor) -> dict[str, Tensor]:
+        """(B, D) -> {"full", "inv": first Di dims, "equi": the next De dims}."""
+        return {"full": rep, "inv": rep[:, : self.inv_dim], "equi": rep[:, self.inv_dim: self.inv_dim + self.equi_dim]}
+
+    def _split_sizes(self, split: DictConfig) -> tuple[int, int]:
+        equi = int(split.equi)
+        inv = self.rep_dim - equi if split.get("inv") is None else int(split.inv)
+        if inv < 0 or equi < 0 or inv + equi != self.rep_dim:
+            raise ValueError(f"method.split: inv ({inv}) + equi ({equi}) must equal the backbone width "
+                             f"{self.rep_dim} ({self.cfg.backbone.name})")
+        return inv, equi
+
+    # ------------------------------------------------------------------ training
+    def augment_views(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 (B, V, 3, H, W) -> preprocessed views (B, V, 3, S, S) and applied-augmentation actions (B, V, A)."""
+        b, v = images.shape[:2]
+        out = self.augment(images.flatten(0, 1))
+        x = ((out.images - self.mean) / self.std).unflatten(0, (b, v))
+        return x, out.action.unflatten(0, (b, v))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) -> (N, D)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def encode_views(self, views: Tensor) -> list[Tensor]:
+        """(B, V, 3, S, S) -> V tensors (B, D); each view is its own forward pass (its own BN statistics)."""
+        return [self.encode(views[:, i]) for i in range(views.shape[1])]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        views, action = self.augment_views(batch["images"])
+        out = self.step_loss(views, {**batch, "aug_action": action})
+        self.check_finite(out)
+        probe_loss, probe_logs = self.online_probes(out.reps, batch)
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach() for k, v in out.terms.items()})
+        self.log_dict(probe_logs)
+        self.log_dict(self.collapse_signals(out.reps))
+        return out.loss + probe_loss
+
+    def check_finite(self, out: StepOutput) -> None:
+        """Raise NonFiniteLossError naming the step, the last finite loss and the term(s) that blew up."""
+        if torch.isfinite(out.loss).item():
+            self._last_finite_loss = float(out.loss.detach())
+            return
+        bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()] or ["(total only)"]
+        raise NonFiniteLossError(
+            f"non-finite loss {float(out.loss)} at step {self.global_step}; last finite loss: "
+            f"{self._last_finite_loss}; non-finite term(s): {', '.join(bad)}. The last checkpoint is kept; "
+            f"lower the learning rate or enable trainer.gradient_clip_val, then re-run to resume.")
+
+    def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Linear classifier on inv and relative-rotation regressor on equi; detached, so no gradient reaches the encoder."""
+        parts = [self.split(r.detach()) for r in reps]
+        loss = reps[0].new_zeros(())
+        logs: dict[str, Tensor] = {}
+        if "label" in batch:
+            feats = torch.cat([p["inv"] if self.inv_dim else p["full"] for p in parts])
+            labels = batch["label"].repeat(len(parts))
+            cls_loss, cls_logs = self.online_classifier.training_step((feats, labels), 0)
+            loss = loss + cls_loss
+            logs.update({f"online/{k.removeprefix('train_online_')}": v for k, v in cls_logs.items()})
+        if "rel_rotation_quat" in batch and len(parts) >= 2:
+            key = "equi" if self.equi_dim else "full"
+            pred = self.online_rotation(torch.cat([parts[0][key], parts[1][key]], -1))
+            target = batch["rel_rotation_quat"].to(pred.dtype)
+            rot_loss = F.mse_loss(pred, target)
+            loss = loss + rot_loss
+            r2 = 1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
+            logs.update({"online/rotation_mse": rot_loss.detach(), "online/rotation_r2": r2.detach()})
+        return loss, logs
+
+    def collapse_signals(self, reps: list[Tensor]) -> dict[str, Tensor]:
+        """Mean per-dimension std of the L2-normalised parts (0 = collapsed, ~1/sqrt(d) = spread out)."""
+        parts = self.split(reps[0].detach().float())
+        return {f"collapse/std_{k}": std_of_l2_normalized(v) for k, v in parts.items() if v.shape[1] > 0}
+
+    def configure_optimizers(self):
+        o = self.cfg.method.optim
+        if o.name not in OPTIMIZERS:
+            raise ValueError(f"method.optim.name: unknown optimiser {o.name!r}; valid: {sorted(OPTIMIZERS)}")
+        extra = OmegaConf.to_container(o.kwargs, resolve=True) if "kwargs" in o else {}
+        opt = OPTIMIZERS[o.name]([p for p in self.parameters() if p.requires_grad],
+                                 lr=float(o.lr), weight_decay=float(o.weight_decay), **extra)
+        self.total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = CosineWarmupScheduler(opt, warmup_epochs=min(int(o.warmup_steps), self.total_steps),
+                                      max_epochs=self.total_steps, start_value=1.0,
+                                      end_value=float(o.final_lr_factor))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,69 @@
+"""`ssl-eq pretrain`: Hydra-style overrides over configs/pretrain.yaml."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+overrides (Hydra syntax, any number):
+  method=NAME          {method}
+  backbone=NAME        {backbone}
+  augment=NAME         {augment}
+  experiment=NAME      {experiment}
+  data.root=DIR        native dataset folder (required)
+  run_dir=DIR          run folder; re-running the same command resumes from DIR/checkpoints/last.ckpt
+  KEY=VALUE            any key of the composed config, e.g. trainer.max_steps=100 data.batch_size=256
+                       method.optim.lr=1e-3 trainer.devices=2 trainer.strategy=ddp trainer.precision=bf16-mixed
+use --cfg to print the composed config and exit.
+example: ssl-eq pretrain method=sie data.root=data/3diebench trainer.max_steps=1000 run_dir=runs/sie
+"""
+
+
+CONFIG_GROUPS = ("method", "backbone", "augment", "experiment")
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAML files in configs/<group>/."""
+    from ssl_eq.config import config_dir
+
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def _epilog() -> str:
+    try:
+        opts = {g: ", ".join(group_options(g)) for g in CONFIG_GROUPS}
+    except FileNotFoundError as e:
+        opts = {g: f"({e})" for g in CONFIG_GROUPS}
+    return EPILOG.format(**opts)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain", help="self-supervised pretraining (SIE, VICReg, SimCLR, BYOL, ...)",
+        description="Pretrain a registered method on a native dataset; writes a run folder "
+                    "(config.yaml, checkpoints/, tb/, metrics.json).",
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfg", action="store_true", help="print the composed config and exit")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.set_defaults(func=run, accepts_overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from ssl_eq.methods.base import NonFiniteLossError
+    from ssl_eq.methods.run import compose_config, pretrain
+
+    cfg = compose_config(args.overrides)
+    if args.cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    try:
+        summary = pretrain(cfg)
+    except NonFiniteLossError as e:
+        if args.debug:
+            raise
+        print(f"ssl-eq pretrain: stopped: {e}", file=sys.stderr)
+        return 3
+    print(f"{summary['method']}: {summary['status']} at step {summary['global_step']}; run folder {cfg.run_dir}")
+    return 0

@@ -1,0 +1,19 @@
+"""Loss building blocks shared by several methods (pure functions of tensors)."""
+from __future__ import annotations
+
+from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
+from torch import Tensor
+
+from ssl_eq.methods.heads import gather_cat
+
+__all__ = ["invariance_loss", "variance_covariance"]
+
+
+def variance_covariance(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """(B, E) x2 -> VICReg variance (mean hinge on per-dim std, averaged over both views) and
+    covariance (sum of squared off-diagonal covariances / E, summed over both views), each view's
+    embeddings gathered across ranks first so the statistics are those of the global batch."""
+    z1, z2 = gather_cat(z1), gather_cat(z2)
+    var = 0.5 * (variance_loss(z1, eps) + variance_loss(z2, eps))
+    cov = covariance_loss(z1) + covariance_loss(z2)
+    return var, cov

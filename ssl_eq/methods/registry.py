@@ -1,0 +1,48 @@
+"""Method registry: name -> BaseMethod subclass.
+
+Each method module registers its class with `@register_method(name)`; `get_method` imports every
+module of this package once, so adding a method is adding one file (plus configs/method/<name>.yaml).
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from ssl_eq.methods.base import BaseMethod
+
+METHODS: dict[str, type["BaseMethod"]] = {}
+T = TypeVar("T")
+# infrastructure modules of the package that define no method
+_NOT_METHODS = {"base", "commands", "heads", "losses", "registry", "run"}
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    def deco(cls):
+        if METHODS.get(name, cls) is not cls:
+            raise ValueError(f"method {name!r} registered twice ({METHODS[name].__module__}, {cls.__module__})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return deco
+
+
+def _discover() -> None:
+    import ssl_eq.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in _NOT_METHODS:
+            importlib.import_module(f"ssl_eq.methods.{info.name}")
+
+
+def available_methods() -> list[str]:
+    _discover()
+    return sorted(METHODS)
+
+
+def get_method(name: str) -> type["BaseMethod"]:
+    _discover()
+    if name not in METHODS:
+        raise ValueError(f"method.name: unknown method {name!r}; valid: {sorted(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,110 @@
+"""SIE (Garrido et al., 2023): split invariant / equivariant representation with a
+hypernetwork predictor conditioned on the relative rotation between two views.
+
+Representation (B, D) = [inv (B, Di) | equi (B, De)]; each part has its own projector.
+The predictor maps view 1's equivariant embedding (B, Ee) and the relative-rotation
+quaternion (B, 4) wxyz to view 2's equivariant embedding. Variants (configs/method/sie_*.yaml):
+only-equivariant (split.inv = 0), a deeper hypernetwork, and an MLP on [embedding; quaternion].
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ssl_eq.methods.base import BaseMethod, StepOutput
+from ssl_eq.methods.heads import mlp
+from ssl_eq.methods.losses import invariance_loss, variance_covariance
+from ssl_eq.methods.registry import register_method
+
+
+class HyperNetPredictor(nn.Module):
+    """Action (B, A) -> weights of a linear map (B, Ee, Ee), applied to z (B, Ee).
+
+    hidden = [] is SIE's linear hypernetwork (one Linear(A, Ee*Ee), no bias); hidden = [4, 4] is
+    the paper's deeper variant (Linear-ReLU layers of width 4 before the output layer).
+    """
+
+    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
+        super().__init__()  # batch_norm: unused, the hypernetwork has no normalisation
+        self.emb_dim = emb_dim
+        dims = [action_dim, *[int(h) for h in hidden]]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b, bias=False), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], emb_dim * emb_dim, bias=False))
+        self.hypernet = nn.Sequential(*layers)
+
+    def weights(self, action: Tensor) -> Tensor:
+        """(B, A) -> (B, Ee, Ee) predicted linear maps."""
+        return self.hypernet(action).view(-1, self.emb_dim, self.emb_dim)
+
+    def forward(self, z: Tensor, action: Tensor) -> Tensor:
+        """(B, Ee), (B, A) -> (B, Ee) = W(action) @ z."""
+        return torch.bmm(self.weights(action), z.unsqueeze(-1)).squeeze(-1)
+
+
+class MLPPredictor(nn.Module):
+    """[z; action] (B, Ee + A) -> (B, Ee) through Linear-BN-ReLU hidden layers."""
+
+    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
+        super().__init__()
+        self.net = mlp(emb_dim + action_dim, [*hidden, emb_dim], last_bias=True, batch_norm=batch_norm)
+
+    def forward(self, z: Tensor, action: Tensor) -> Tensor:
+        return self.net(torch.cat([z, action.to(z.dtype)], -1))
+
+
+PREDICTORS: dict[str, Callable[..., nn.Module]] = {"hypernetwork": HyperNetPredictor, "mlp": MLPPredictor}
+
+
+def sie_loss(inv1: Tensor, equi1: Tensor, inv2: Tensor, equi2: Tensor, pred2: Tensor, *, invariance: float,
+             equivariance: float, variance: float, covariance: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """SIE objective.
+
+    inv* (B, Ei) (Ei may be 0), equi* (B, Ee), pred2 (B, Ee) = predictor(equi1, action).
+    invariance * MSE(inv1, inv2) + equivariance * MSE(pred2, equi2) + variance / covariance
+    regularisers on [inv | equi] of each view, gathered across ranks.
+    """
+    terms = {"equivariance": equivariance * invariance_loss(pred2, equi2)}
+    if inv1.shape[1] > 0:
+        terms["invariance"] = invariance * invariance_loss(inv1, inv2)
+    var, cov = variance_covariance(torch.cat([inv1, equi1], 1), torch.cat([inv2, equi2], 1))
+    terms.update(variance=variance * var, covariance=covariance * cov)
+    return sum(terms.values()), terms
+
+
+@register_method("sie")
+class SIE(BaseMethod):
+    has_predictor = True
+    action_key = "rel_rotation_quat"
+    required_keys = ("images", "rel_rotation_quat")
+
+    def build_heads(self) -> None:
+        m = self.cfg.method
+        if self.equi_dim == 0:
+            raise ValueError("method.split.equi: SIE needs an equivariant part (equi > 0)")
+        bn = bool(m.head_batch_norm)
+        self.projector_inv = mlp(self.inv_dim, m.projector_inv, batch_norm=bn) if self.inv_dim else None
+        self.projector_equi = mlp(self.equi_dim, m.projector_equi, batch_norm=bn)
+        self.equi_emb_dim = int(m.projector_equi[-1]) if len(m.projector_equi) else self.equi_dim
+        p = m.predictor
+        if p.type not in PREDICTORS:
+            raise ValueError(f"method.predictor.type: unknown predictor {p.type!r}; valid: {sorted(PREDICTORS)}")
+        self.predictor = PREDICTORS[p.type](self.equi_emb_dim, int(m.action_dim), list(p.hidden), batch_norm=bn)
+
+    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        equi = self.projector_equi(reps["equi"])
+        inv = self.projector_inv(reps["inv"]) if self.projector_inv is not None else equi[:, :0]
+        return {"inv": inv, "equi": equi}
+
+    def predict(self, equi_emb: Tensor, batch_actions: dict[str, Tensor]) -> Tensor:
+        return self.predictor(equi_emb, batch_actions[self.action_key].to(equi_emb.dtype))
+
+    def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
+        reps = self.encode_views(views)
+        e1, e2 = (self.project(self.split(r)) for r in reps)
+        pred2 = self.predict(e1["equi"], batch)
+        loss, terms = sie_loss(e1["inv"], e1["equi"], e2["inv"], e2["equi"], pred2, **self.cfg.method.loss)
+        return StepOutput(loss, terms, reps)

@@ -1,0 +1,154 @@
+"""Methods on synthetic tensors: losses decrease on a fixed batch, declared shapes, SIE predictor."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ssl_eq.geometry import canonical_quaternion
+from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method, compose_config
+from ssl_eq.methods.commands import group_options
+from ssl_eq.methods.sie import HyperNetPredictor, sie_loss
+
+SIZE, BATCH, CLASSES = 32, 16, 3
+# shrink every width that a method config may declare (the configs hold the paper sizes)
+TINY_WIDTHS = {"projector": [32, 32], "projector_inv": [32, 32], "projector_equi": [32, 32]}
+
+
+def tiny_config(method: str, *overrides: str) -> dict:
+    cfg = compose_config([f"method={method}", "backbone=small_cnn", "data.root=unused", f"data.image_size={SIZE}",
+                          f"data.num_classes={CLASSES}", *overrides])
+    m = cfg.method
+    for key, widths in TINY_WIDTHS.items():
+        if key in m and OmegaConf.is_list(m[key]):
+            m[key] = widths
+    for key in ("projector", "heads"):
+        if key in m and OmegaConf.is_dict(m[key]):
+            m[key].update({k: 32 for k in ("hidden_dim", "output_dim") if k in m[key]})
+    if m.split.inv is not None:  # paper split of ResNet-18's 512 -> the same proportion of small_cnn's 64
+        m.split = {"inv": m.split.inv // 8, "equi": m.split.equi // 8}
+    if "predictor" in m and m.predictor.type == "mlp":
+        m.predictor.hidden = [32]
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def fixed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "images": torch.randint(0, 256, (BATCH, 2, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
+        "rel_rotation_quat": canonical_quaternion(torch.randn(BATCH, 4, generator=g)),
+        "label": torch.randint(0, CLASSES, (BATCH,), generator=g),
+    }
+
+
+@pytest.mark.parametrize("method", group_options("method"))
+def test_loss_decreases_and_shapes(method):
+    torch.manual_seed(0)
+    model = build_method(tiny_config(method))
+    model.total_steps = 20
+    batch = fixed_batch()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses = []
+    for _ in range(model.total_steps):
+        views, _ = model.augment_views(batch["images"])
+        out = model.step_loss(views, batch)
+        assert isinstance(out, StepOutput) and torch.isfinite(out.loss)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert min(losses[-3:]) < losses[0] - 1e-3, losses
+
+    model.eval()
+    x = model.preprocess(batch["images"][:, 0])
+    reps, embs = model.representations(x), model.embeddings(x)
+    assert reps["full"].shape == (BATCH, model.rep_dim)
+    assert reps["inv"].shape == (BATCH, model.inv_dim) and reps["equi"].shape == (BATCH, model.equi_dim)
+    assert model.inv_dim + model.equi_dim == model.rep_dim
+    assert embs["inv"].shape[0] == embs["equi"].shape[0] == BATCH
+    assert (embs["inv"].shape[1] == 0) == (model.inv_dim == 0)
+    assert (embs["equi"].shape[1] == 0) == (model.equi_dim == 0)
+    assert model.data_requirements["kind"] == "pair" and "images" in model.data_requirements["keys"]
+    if model.has_predictor:
+        assert model.action_key in model.data_requirements["keys"]
+        assert model.predict(embs["equi"], batch).shape == embs["equi"].shape
+    else:
+        with pytest.raises(NotImplementedError):
+            model.predict(embs["equi"], batch)
+
+
+def test_baselines_use_full_representation_as_invariant():
+    model = build_method(tiny_config("vicreg"))
+    assert (model.inv_dim, model.equi_dim) == (model.rep_dim, 0)
+
+
+def test_bad_split_is_reported():
+    cfg = tiny_config("sie")
+    cfg["method"]["split"] = {"inv": 10, "equi": 10}
+    with pytest.raises(ValueError, match="method.split.*must equal the backbone width 64"):
+        build_method(cfg)
+
+
+def quat_left_matrix(q: torch.Tensor) -> torch.Tensor:
+    """(B, 4) wxyz -> (B, 4, 4) L(q) with L(q) p = q * p (Hamilton product): linear in q, a rotation action."""
+    w, x, y, z = q.unbind(-1)
+    rows = [w, -x, -y, -z, x, w, -z, y, y, z, w, -x, z, -y, x, w]
+    return torch.stack(rows, -1).view(-1, 4, 4)
+
+
+def test_hypernetwork_map_changes_with_rotation():
+    torch.manual_seed(0)
+    pred = HyperNetPredictor(emb_dim=8, action_dim=4)
+    q = canonical_quaternion(torch.randn(2, 4))
+    w = pred.weights(q)
+    assert w.shape == (2, 8, 8)
+    assert (w[0] - w[1]).abs().max() > 1e-3
+    assert pred.hypernet[-1].bias is None  # SIE: linear map without bias
+
+
+def test_hypernetwork_learns_quaternion_action():
+    """Targets z2 = q * z1 (quaternion product, a linear action of rotations): the hypernetwork recovers it."""
+    torch.manual_seed(0)
+    pred = HyperNetPredictor(emb_dim=4, action_dim=4)
+    opt = torch.optim.Adam(pred.parameters(), lr=1e-2)
+    for _ in range(300):
+        q, z1 = canonical_quaternion(torch.randn(64, 4)), torch.randn(64, 4)
+        z2 = (quat_left_matrix(q) @ z1[..., None])[..., 0]
+        loss = torch.nn.functional.mse_loss(pred(z1, q), z2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q, z1 = canonical_quaternion(torch.randn(256, 4)), torch.randn(256, 4)
+    err = torch.nn.functional.mse_loss(pred(z1, q), (quat_left_matrix(q) @ z1[..., None])[..., 0])
+    assert err < 1e-3
+
+
+def test_sie_loss_terms_and_only_equivariant():
+    g = torch.Generator().manual_seed(0)
+    inv1, inv2, e1, e2, p2 = (torch.randn(8, 6, generator=g) for _ in range(5))
+    w = dict(invariance=10.0, equivariance=4.5, variance=10.0, covariance=1.0)
+    loss, terms = sie_loss(inv1, e1, inv2, e2, p2, **w)
+    assert set(terms) == {"invariance", "equivariance", "variance", "covariance"}
+    assert math.isclose(terms["invariance"].item(), 10 * torch.mean((inv1 - inv2) ** 2).item(), rel_tol=1e-5)
+    assert math.isclose(terms["equivariance"].item(), 4.5 * torch.mean((p2 - e2) ** 2).item(), rel_tol=1e-5)
+    assert math.isclose(loss.item(), sum(t.item() for t in terms.values()), rel_tol=1e-5)
+    _, terms0 = sie_loss(inv1[:, :0], e1, inv2[:, :0], e2, p2, **w)
+    assert "invariance" not in terms0
+
+
+def test_nan_guard_names_step_and_term():
+    model = build_method(tiny_config("vicreg"))
+    ok = StepOutput(torch.tensor(2.5), {"invariance": torch.tensor(2.5)})
+    model.check_finite(ok)
+    bad = StepOutput(torch.tensor(float("nan")), {"invariance": torch.tensor(1.0), "covariance": torch.tensor(float("inf"))})
+    with pytest.raises(NonFiniteLossError, match=r"at step 0; last finite loss: 2.5; non-finite term\(s\): covariance"):
+        model.check_finite(bad)
+
+
+def test_unknown_method_and_key_list_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown method 'nope'; valid: \[.*'sie'.*'vicreg'"):
+        compose_config(["method=nope"])
+    with pytest.raises(ValueError, match=r"unknown config key 'trainer.max_stepz'.*valid keys there: \[.*'max_steps'"):
+        compose_config(["trainer.max_stepz=3"])
