@@ -57,12 +57,14 @@ class RenderSettings:
 
     image_size: int = 128
     supersample: int = 1                   # render at k x size, box-filter down (anti-aliasing)
-    shadow_map_size: int = 128             # the light frustum is fitted to the object
+    shadow_map_size: int | None = None     # default: the render resolution (the light frustum is fitted to the object)
     shadow_bias: float = 0.02              # depth units (scene units) to avoid self-shadow acne
     shadow_pcf: int = 1                    # (2k+1)^2 percentage-closer-filter taps
     scene: SceneSpec = field(default_factory=SceneSpec)
 
     def __post_init__(self) -> None:
+        if self.shadow_map_size is None:
+            object.__setattr__(self, "shadow_map_size", self.image_size * self.supersample)
         for name in ("image_size", "supersample", "shadow_map_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
