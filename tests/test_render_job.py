@@ -164,3 +164,11 @@ def test_jpeg_encoding_and_translation_variant(tmp_path):
     assert (shard / "jpeg_data.npy").exists() and not (shard / "images.npy").exists()
     assert np.load(shard / "latents.npy").shape == (2, 2, 10)
     assert np.load(shard / "jpeg_offsets.npy").shape == (5,)
+
+
+def test_dataset_info_and_preview_commands(reference, tmp_path, capsys):
+    assert cli(["dataset", "preview", str(reference), "--out", str(tmp_path / "sheet.png"), "--objects", "3"]) == 0
+    from PIL import Image
+    assert Image.open(tmp_path / "sheet.png").size[0] > 100
+    assert cli(["dataset", "info", str(reference)]) == 0
+    assert "6" in capsys.readouterr().out

@@ -1,0 +1,28 @@
+"""Datasets: the native sharded format, the original 3DIEBench layout, view / pair / sequence datasets,
+relative transformations and the Lightning datamodule.
+
+Names are imported on first use, so `import ssl_eq.datasets` loads neither Lightning nor pytorch3d.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FORMAT_VERSION": "native", "LATENT_SCHEMAS": "native", "NativeDataset": "native", "read_manifest": "native",
+    "write_manifest": "native", "write_shard": "native", "shard_name": "native", "is_shard_complete": "native",
+    "list_complete_shards": "native", "stratified_split": "native",
+    "make_synthetic_dataset": "synthetic",
+    "relative_transform": "relative", "sequence_actions": "relative", "relative_latents": "relative",
+    "ViewDataset": "views", "PairDataset": "views", "SequenceDataset": "views", "FixedPairDataset": "views",
+    "FixedSequenceDataset": "views", "EpochSampler": "views",
+    "SSLDataModule": "datamodule",
+    "ThreeDIEBenchFolder": "threedie", "export_3diebench": "threedie", "import_3diebench": "threedie",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ssl_eq.datasets' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ssl_eq.datasets.{_EXPORTS[name]}"), name)

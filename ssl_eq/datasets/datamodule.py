@@ -1,0 +1,90 @@
+"""`SSLDataModule`: train / val loaders of view, pair or sequence items from a native dataset.
+
+Images leave as uint8 (B, [M,] 3, H, W); the model converts / normalises them on the device. Under DDP each
+rank gets an `EpochSampler` (a DistributedSampler) for its own disjoint part; Lightning sees a
+DistributedSampler and does not re-wrap it, and calls its `set_epoch` every epoch.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssl_eq.datasets.native import NativeDataset
+from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequenceDataset, PairDataset,
+                                   SequenceDataset, ViewDataset)
+
+# kind -> (train dataset factory, deterministic val dataset factory); factories take (source, split, dm)
+DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] = {
+    "view": (lambda src, split, dm: ViewDataset(src, split),
+             lambda src, split, dm: ViewDataset(src, split)),
+    "pair": (lambda src, split, dm: PairDataset(src, split, seed=dm.seed),
+             lambda src, split, dm: FixedPairDataset(src, split, seed=dm.seed)),
+    "sequence": (lambda src, split, dm: SequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed),
+                 lambda src, split, dm: FixedSequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed)),
+}
+
+
+class SSLDataModule(pl.LightningDataModule):
+    """Loaders for dataset `root` (native format). kind: "view" | "pair" | "sequence" (num_views per item).
+
+    Arguments mirror configs/dataset/native.yaml; pin_memory None pins when CUDA is available.
+    `num_replicas` / `rank` default to the attached trainer's world size / global rank (1 / 0 without one).
+    """
+
+    def __init__(self, root: str | os.PathLike, kind: str = "pair", batch_size: int = 64, num_workers: int = 0,
+                 num_views: int = 3, seed: int = 0, pin_memory: bool | None = None, persistent_workers: bool = True,
+                 drop_last: bool = True, train_split: str = "train", val_split: str = "val",
+                 num_replicas: int | None = None, rank: int | None = None):
+        super().__init__()
+        if kind not in DATASET_KINDS:
+            raise ValueError(f"kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
+        self.root, self.kind, self.batch_size, self.num_workers = root, kind, batch_size, num_workers
+        self.num_views, self.seed = num_views, seed
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers, self.drop_last = persistent_workers, drop_last
+        self.train_split, self.val_split = train_split, val_split
+        self.num_replicas, self.rank = num_replicas, rank
+        self.source: NativeDataset | None = None
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.source is None:
+            self.source = NativeDataset(self.root)
+            train_factory, val_factory = DATASET_KINDS[self.kind]
+            self.train_set = train_factory(self.source, self.train_split, self)
+            self.val_set = val_factory(self.source, self.val_split, self)
+
+    def _ranks(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        replicas = self.num_replicas if self.num_replicas is not None else (trainer.world_size if trainer else 1)
+        rank = self.rank if self.rank is not None else (trainer.global_rank if trainer else 0)
+        return replicas, rank
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        replicas, rank = self._ranks()
+        sampler = EpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=train, seed=self.seed,
+                               drop_last=train and self.drop_last)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, drop_last=train and self.drop_last,
+                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_set, train=False)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What a method needs to know about the data: image size, latent schema, classes, views."""
+        self.setup()
+        src = self.source
+        return {"image_size": src.image_size, "latent_schema": src.latent_schema, "variant": src.variant,
+                "num_classes": len(src.class_names), "views": src.views}

@@ -1,0 +1,57 @@
+"""Relative transformations between views (view 1 -> view 2): the one place they are computed.
+
+All functions take latents (..., D) in the 3DIEBench layout (DESIGN.md §4) and are batched torch ops.
+Rotation: R_rel = R1^-1 R2 (the reference loader's convention), as a matrix, a canonical wxyz quaternion
+and extrinsic-xyz Euler angles. Other latents: differences of floor hue, spot θ, spot φ and spot hue,
+with hue differences wrapped to [-0.5, 0.5) and φ differences to [-π, π). 3DIEBench-T: the object matrix
+is R·T(t), so the centre sits at R·t; "object frame" difference t2 - t1, "base frame" R2 t2 - R1 t1.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ssl_eq.geometry import (euler_xyz_to_matrix, matrix_to_euler_xyz, matrix_to_quaternion, relative_rotation,
+                             wrap_angle, wrap_unit)
+
+ROT = slice(0, 3)
+TRANS = slice(7, 10)
+TRANSLATION_DIM = 10  # latent length of 3DIEBench-T
+# (latent column, wrap function) for rel_latents: [Δfloor_hue, Δspot_theta, Δspot_phi, Δspot_hue]
+OTHER_LATENTS: tuple[tuple[int, Callable[[Tensor], Tensor]], ...] = (
+    (3, wrap_unit), (4, lambda d: d), (5, wrap_angle), (6, wrap_unit),
+)
+
+
+def relative_latents(lat1: Tensor, lat2: Tensor) -> Tensor:
+    """(..., D) x2 -> (..., 4) [Δfloor_hue, Δspot_theta, Δspot_phi, Δspot_hue], hue and φ wrapped."""
+    return torch.stack([wrap(lat2[..., c] - lat1[..., c]) for c, wrap in OTHER_LATENTS], -1)
+
+
+def relative_transform(lat1: Tensor, lat2: Tensor) -> dict[str, Tensor]:
+    """(..., D) x2 latents -> the batch keys of docs/architecture.md describing view 1 -> view 2.
+
+    rel_rotation_matrix (..., 3, 3), rel_rotation_quat (..., 4) wxyz with w >= 0, rel_rotation_euler (..., 3),
+    rel_latents (..., 4); for D = 10 (3DIEBench-T) also rel_translation_object / rel_translation_base (..., 3).
+    """
+    lat1, lat2 = lat1.float(), lat2.float()
+    r1, r2 = euler_xyz_to_matrix(lat1[..., ROT]), euler_xyz_to_matrix(lat2[..., ROT])
+    rel = relative_rotation(r1, r2)
+    out = {
+        "rel_rotation_quat": matrix_to_quaternion(rel),
+        "rel_rotation_matrix": rel,
+        "rel_rotation_euler": matrix_to_euler_xyz(rel),
+        "rel_latents": relative_latents(lat1, lat2),
+    }
+    if lat1.shape[-1] == TRANSLATION_DIM:
+        t1, t2 = lat1[..., TRANS], lat2[..., TRANS]
+        out["rel_translation_object"] = t2 - t1
+        out["rel_translation_base"] = (r2 @ t2[..., None] - r1 @ t1[..., None])[..., 0]
+    return out
+
+
+def sequence_actions(latents: Tensor) -> dict[str, Tensor]:
+    """(..., M, D) latents of a sequence -> actions between consecutive views, each (..., M-1, ...)."""
+    return relative_transform(latents[..., :-1, :], latents[..., 1:, :])

@@ -1,0 +1,319 @@
+"""The original 3DIEBench / 3DIEBench-T on-disk layout (DESIGN.md §4): read it directly, export to it, import it.
+
+Layout: ROOT/<synset>/<object_id>/image_<k>.jpg + latent_<k>.npy (float64 (7,) or (10,)), and split files
+train_images.npy / val_images.npy ("/<synset>/<object_id>" strings) with train_labels.npy / val_labels.npy.
+
+Channel order. The original generator passed Blender's RGB render to `cv2.imwrite`, which expects BGR, so
+the JPEG files hold the render with red and blue swapped: a red floor is stored blue, and PIL (or any RGB
+reader, like the reference loader) sees the swapped colours, while `cv2.imread` sees the render's colours.
+`channel_order` says how a folder's files relate to the render: "bgr" (default: what the original dataset
+holds) or "rgb" (files hold the render's colours). Reading / importing with "bgr" swaps back, so native
+datasets and `ThreeDIEBenchFolder` always give the render's colours (matching the floor / spot hue latents);
+exporting with "bgr" writes what the original dataset contains, so code written for it sees the same thing.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
+                                    NativeDataset, is_shard_complete, shard_dir, shard_name, write_manifest,
+                                    write_shard)
+from ssl_eq.utils.io import atomic_path, read_json, write_json_atomic, write_npy_atomic
+
+# channel order of the files relative to the render -> function mapping (…, 3) between the two (an involution)
+CHANNEL_ORDERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "bgr": lambda a: a[..., ::-1],
+    "rgb": lambda a: a,
+}
+DEFAULT_CHANNEL_ORDER = "bgr"
+VARIANT_BY_DIM = {len(names): variant for variant, names in LATENT_SCHEMAS.items()}
+DEFAULT_OBJECTS_PER_SHARD = 256
+VIEW_PROBE_OBJECTS = 16  # views per object = most files found in the first objects (one may be damaged)
+IMPORT_CONFIG = "render_config.json"  # the contract's config file, here recording the import options
+
+
+def image_file(obj_dir: Path, k: int) -> Path:
+    return obj_dir / f"image_{k}.jpg"
+
+
+def latent_file(obj_dir: Path, k: int) -> Path:
+    return obj_dir / f"latent_{k}.npy"
+
+
+def _split_files(root: Path, split: str) -> tuple[Path, Path]:
+    return root / f"{split}_images.npy", root / f"{split}_labels.npy"
+
+
+def _file_error(cls: type[Exception], path: Path, message: str) -> Exception:
+    """An exception whose message names `path` and whose `.path` attribute holds it (for skip reports)."""
+    err = cls(message)
+    err.path = str(path)  # type: ignore[attr-defined]
+    return err
+
+
+def read_image(path: Path, channel_order: str) -> np.ndarray:
+    """One view file -> uint8 (H, W, 3) in the render's channel order; errors name the file."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise _file_error(FileNotFoundError, path, f"missing image file {path}") from None
+    except OSError as e:  # PIL: truncated / not an image
+        raise _file_error(ValueError, path, f"{path}: not a complete JPEG image ({e})") from e
+    return np.ascontiguousarray(CHANNEL_ORDERS[channel_order](arr))
+
+
+def read_latent(path: Path, dim: int) -> np.ndarray:
+    """One latent file -> float64 (dim,); errors name the file and the expected length."""
+    if not path.is_file():
+        raise _file_error(FileNotFoundError, path, f"missing latent file {path}")
+    try:
+        lat = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        raise _file_error(ValueError, path, f"{path}: not a valid .npy latent ({e})") from e
+    if lat.shape != (dim,):
+        raise _file_error(ValueError, path, f"{path}: expected a latent of shape ({dim},) "
+                          f"({VARIANT_BY_DIM.get(dim)}), got shape {lat.shape}")
+    return lat.astype(np.float64)
+
+
+class ThreeDIEBenchFolder:
+    """Reads the original layout directly, one PIL open + one np.load per view like the reference loader.
+
+    A source for ViewDataset / PairDataset / SequenceDataset: objects are the train split then the val split.
+    """
+
+    def __init__(self, root: str | os.PathLike, channel_order: str = DEFAULT_CHANNEL_ORDER,
+                 views: int | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a 3DIEBench folder: {self.root} does not exist or is not a directory")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
+        self.channel_order = channel_order
+        paths, labels, self._splits = [], [], {}
+        for split in SPLITS:
+            img_file, lab_file = _split_files(self.root, split)
+            for f in (img_file, lab_file):
+                if not f.is_file():
+                    raise FileNotFoundError(f"missing split file {f}: a 3DIEBench folder holds "
+                                            f"{', '.join(p.name for s in SPLITS for p in _split_files(self.root, s))}")
+            p, lab = np.load(img_file, allow_pickle=False), np.load(lab_file, allow_pickle=False)
+            if p.ndim != 1 or lab.shape != p.shape:
+                raise ValueError(f"{lab_file}: expected one label per entry of {img_file.name} ({p.shape}), "
+                                 f"got shape {lab.shape}")
+            self._splits[split] = np.arange(len(paths), len(paths) + len(p), dtype=np.int64)
+            paths += [str(x) for x in p]
+            labels.append(lab.astype(np.int64))
+        bad = [p for p in paths if len(p.strip("/").split("/")) != 2]
+        if bad:
+            raise ValueError(f"{self.root}: split entries must be '/<synset>/<object_id>', got e.g. {bad[:3]}")
+        self.object_paths: list[str] = paths
+        self.synset_of = [p.strip("/").split("/")[0] for p in paths]
+        self.object_ids = [p.strip("/").split("/")[1] for p in paths]
+        self.labels = np.concatenate(labels)
+        if not paths:
+            raise ValueError(f"{self.root}: the split files list no objects")
+        first = self.object_dir(0)
+        probe = [self.object_dir(o) for o in range(min(len(paths), VIEW_PROBE_OBJECTS))]
+        self.views = views if views is not None else max(
+            max(len(list(d.glob("image_*.jpg"))), len(list(d.glob("latent_*.npy")))) for d in probe)
+        if self.views == 0:
+            raise FileNotFoundError(f"no image_<k>.jpg files in {first} (first object of "
+                                    f"{_split_files(self.root, SPLITS[0])[0].name})")
+        dim = np.load(latent_file(first, 0), allow_pickle=False).shape
+        if len(dim) != 1 or dim[0] not in VARIANT_BY_DIM:
+            raise ValueError(f"{latent_file(first, 0)}: expected a latent of shape (7,) (3diebench) or (10,) "
+                             f"(3diebench-t), got shape {dim}")
+        self.variant = VARIANT_BY_DIM[dim[0]]
+        self.latent_schema = LATENT_SCHEMAS[self.variant]
+        self.image_size = read_image(image_file(first, 0), channel_order).shape[0]
+
+    def __len__(self) -> int:
+        return len(self.object_paths)
+
+    def object_dir(self, obj: int) -> Path:
+        return self.root / self.object_paths[obj].strip("/")
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in self._splits:
+            raise KeyError(f"{self.root}: no split {split!r} (has {list(self._splits)})")
+        return self._splits[split]
+
+    def read_latents(self, obj: int | np.ndarray, view_idx: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Object index (scalar or (n,)) and (n,) view indices -> (n, D) float32 latents."""
+        d = len(self.latent_schema)
+        objs, views = np.broadcast_arrays(np.asarray(obj).reshape(-1), np.asarray(view_idx).reshape(-1))
+        return np.stack([read_latent(latent_file(self.object_dir(int(o)), int(k)), d)
+                         for o, k in zip(objs, views)]).astype(np.float32)
+
+    def read_views(self, objs: Sequence[int] | np.ndarray, view_idx: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """Parallel (n,) object / view indices -> uint8 (n, 3, H, W) in the render's colours."""
+        arrs = [read_image(image_file(self.object_dir(int(o)), int(k)), self.channel_order)
+                for o, k in zip(np.asarray(objs).reshape(-1), np.asarray(view_idx).reshape(-1))]
+        return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+
+    def load_object(self, obj: int) -> tuple[np.ndarray, np.ndarray]:
+        """All views of `obj` -> (images uint8 (V, H, W, 3), latents float64 (V, D)); errors name the file."""
+        d, obj_dir = len(self.latent_schema), self.object_dir(obj)
+        images = [read_image(image_file(obj_dir, k), self.channel_order) for k in range(self.views)]
+        shapes = {im.shape for im in images}
+        if shapes != {(self.image_size, self.image_size, 3)}:
+            raise _file_error(ValueError, obj_dir,
+                              f"{obj_dir}: expected {self.image_size}x{self.image_size} RGB images, got {shapes}")
+        return np.stack(images), np.stack([read_latent(latent_file(obj_dir, k), d) for k in range(self.views)])
+
+
+def _pool_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
+              initializer: Callable[..., None], initargs: tuple) -> Iterator[Any]:
+    """Ordered map in `workers` processes (inline when workers <= 1), initializer run once per process."""
+    if workers <= 1:
+        initializer(*initargs)
+        yield from map(fn, items)
+        return
+    # spawn, not fork: a forked child of a process that already ran torch's OpenMP pool can hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
+                             initargs=initargs) as ex:
+        yield from ex.map(fn, items, chunksize=max(1, len(items) // (4 * workers)))
+
+
+_WORKER: dict[str, Any] = {}  # per-process state of the pool workers
+
+
+def _init_import(root: str, channel_order: str, views: int) -> None:
+    _WORKER["folder"] = ThreeDIEBenchFolder(root, channel_order, views)
+
+
+def _import_one(obj: int) -> tuple[np.ndarray, np.ndarray] | dict[str, str]:
+    folder: ThreeDIEBenchFolder = _WORKER["folder"]
+    try:
+        return folder.load_object(obj)
+    except (OSError, ValueError) as e:
+        path = getattr(e, "path", None) or str(folder.object_dir(obj))
+        return {"object_id": folder.object_ids[obj], "path": path, "reason": str(e)}
+
+
+def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel_order: str = DEFAULT_CHANNEL_ORDER,
+                     encoding: str = "jpeg", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+                     objects_per_shard: int = DEFAULT_OBJECTS_PER_SHARD, workers: int = 1,
+                     progress: bool = True) -> Path:
+    """Pack an original 3DIEBench(-T) folder into a native dataset at `out`; returns `out`.
+
+    Resumable: complete shards are kept; re-running with the same options continues (other options refuse).
+    An object with a missing / unreadable / wrong-length file is skipped, reported, and listed in `skipped`.
+    """
+    from tqdm import tqdm
+
+    folder = ThreeDIEBenchFolder(root, channel_order)
+    out = Path(out)
+    config = {"importer": "3diebench", "root": str(Path(root).resolve()), "channel_order": channel_order,
+              "encoding": encoding, "jpeg_quality": jpeg_quality, "objects_per_shard": objects_per_shard,
+              "views": folder.views, "variant": folder.variant}
+    cfg_path = out / IMPORT_CONFIG
+    if cfg_path.is_file() and read_json(cfg_path) != config:
+        raise ValueError(f"{cfg_path} records different import options ({read_json(cfg_path)}); "
+                         f"use a new output folder to import with {config}")
+    write_json_atomic(cfg_path, config)
+    order = np.arange(len(folder))
+    chunks = [order[i:i + objects_per_shard] for i in range(0, len(order), objects_per_shard)]
+    bar = tqdm(total=len(order), desc="import-3diebench", unit="obj", disable=not progress)
+    for s, objs in enumerate(chunks):
+        if is_shard_complete(out, s):
+            bar.update(len(objs))
+            continue
+        images, latents, kept, skipped = [], [], [], []
+        for obj, res in zip(objs, _pool_map(_import_one, list(objs), workers, _init_import,
+                                            (str(folder.root), channel_order, folder.views))):
+            if isinstance(res, dict):
+                bar.write(f"skipping object {res['object_id']}: {res['reason']}")
+                skipped.append(res)
+            else:
+                images.append(res[0])
+                latents.append(res[1])
+                kept.append(int(obj))
+            bar.update(1)
+        empty = np.zeros((0, folder.views, folder.image_size, folder.image_size, 3), np.uint8)
+        write_shard(out, s, images=np.stack(images) if images else empty,
+                    latents=np.stack(latents).astype(np.float32) if latents
+                    else np.zeros((0, folder.views, len(folder.latent_schema)), np.float32),
+                    labels=folder.labels[kept], object_ids=[folder.object_ids[o] for o in kept],
+                    encoding=encoding, jpeg_quality=jpeg_quality, extra={"skipped": skipped})
+    bar.close()
+    return _write_import_manifest(folder, out, config, len(chunks))
+
+
+def _write_import_manifest(folder: ThreeDIEBenchFolder, out: Path, config: dict[str, Any], n_shards: int) -> Path:
+    shards, skipped = [], []
+    for s in range(n_shards):
+        meta = read_json(shard_dir(out, s) / SHARD_META)
+        shards.append({"name": shard_name(s), "index": s, "num_objects": meta["num_objects"]})
+        skipped += meta.get("skipped", [])
+    synset_of_label: dict[int, str] = {}
+    for label, synset in zip(folder.labels.tolist(), folder.synset_of):
+        if synset_of_label.setdefault(label, synset) != synset:
+            raise ValueError(f"{folder.root}: label {label} is used by synsets {synset_of_label[label]} and "
+                             f"{synset}; expected one synset per label")
+    n_classes = max(synset_of_label) + 1
+    synsets = [synset_of_label.get(c, f"unused-{c}") for c in range(n_classes)]
+    gone = {s["object_id"] for s in skipped}
+    split = {name: [folder.object_ids[o] for o in folder.split_indices(name) if folder.object_ids[o] not in gone]
+             for name in SPLITS}
+    write_manifest(out, {
+        "config": config, "source": {"name": "3diebench-folder", "root": config["root"]},
+        "variant": folder.variant, "latent_schema": folder.latent_schema, "image_size": folder.image_size,
+        "views": folder.views, "encoding": config["encoding"], "class_names": synsets, "synsets": synsets,
+        "num_objects": sum(s["num_objects"] for s in shards), "shards": shards, "split": split,
+        "skipped": skipped,
+    })
+    return out
+
+
+def _init_export(root: str, out: str, channel_order: str, quality: int) -> None:
+    _WORKER.update(ds=NativeDataset(root), out=Path(out), channel_order=channel_order, quality=quality)
+
+
+def _export_one(obj: int) -> None:
+    ds: NativeDataset = _WORKER["ds"]
+    obj_dir = _WORKER["out"] / object_path(ds, obj).strip("/")
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    images = CHANNEL_ORDERS[_WORKER["channel_order"]](ds.get_views(obj, np.arange(ds.views)))
+    for k in range(ds.views):
+        with atomic_path(image_file(obj_dir, k)) as tmp:
+            Image.fromarray(np.ascontiguousarray(images[k])).save(tmp, format="JPEG", quality=_WORKER["quality"])
+        write_npy_atomic(latent_file(obj_dir, k), ds.latents[obj, k].astype(np.float64))
+
+
+def object_path(ds: NativeDataset, obj: int) -> str:
+    """The original layout's "/<synset>/<object_id>" string of object `obj`."""
+    return f"/{ds.synsets[int(ds.labels[obj])]}/{ds.object_ids[obj]}"
+
+
+def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel_order: str = DEFAULT_CHANNEL_ORDER,
+                     jpeg_quality: int = DEFAULT_JPEG_QUALITY, workers: int = 1, progress: bool = True) -> Path:
+    """Write native dataset `root` in the original 3DIEBench(-T) layout at `out` (split files written last)."""
+    from tqdm import tqdm
+
+    if channel_order not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
+    ds = NativeDataset(root)
+    out = Path(out)
+    objs = list(range(len(ds)))
+    for _ in tqdm(_pool_map(_export_one, objs, workers, _init_export, (str(root), str(out), channel_order,
+                                                                        jpeg_quality)),
+                  total=len(objs), desc="export-3diebench", unit="obj", disable=not progress):
+        pass
+    for split in SPLITS:
+        idx = ds.split_indices(split)
+        img_file, lab_file = _split_files(out, split)
+        write_npy_atomic(img_file, np.array([object_path(ds, o) for o in idx], dtype=str))
+        write_npy_atomic(lab_file, ds.labels[idx].astype(np.int64))
+    return out
+

@@ -1,0 +1,127 @@
+"""Relative transformations, view / pair / sequence datasets, samplers, datamodule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from ssl_eq.datasets import (EpochSampler, FixedPairDataset, NativeDataset, PairDataset, SequenceDataset,
+                             ViewDataset, make_synthetic_dataset, relative_transform, sequence_actions)
+from ssl_eq.datasets.synthetic import sample_latents
+from ssl_eq.geometry import euler_xyz_to_matrix, quaternion_to_matrix
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return NativeDataset(make_synthetic_dataset(tmp_path_factory.mktemp("d"), num_objects=12, views=6, size=16,
+                                                variant="3diebench-t"))
+
+
+def test_relative_rotation_matches_scipy():
+    lat = sample_latents(np.random.default_rng(0), (64, 2), "3diebench-t").astype(np.float64)
+    a1, a2 = lat[:, 0], lat[:, 1]
+    ref = Rotation.from_euler("xyz", a1[:, :3]).inv() * Rotation.from_euler("xyz", a2[:, :3])
+    out = relative_transform(torch.from_numpy(a1), torch.from_numpy(a2))
+    assert np.allclose(out["rel_rotation_matrix"].numpy(), ref.as_matrix(), atol=1e-5)
+    q_ref = ref.as_quat()[:, [3, 0, 1, 2]]  # scipy xyzw -> wxyz
+    q_ref *= np.sign(q_ref[:, :1])
+    assert np.allclose(out["rel_rotation_quat"].numpy(), q_ref, atol=1e-5)
+    assert (out["rel_rotation_quat"][:, 0] >= 0).all()
+    euler_back = Rotation.from_euler("xyz", out["rel_rotation_euler"].numpy()).as_matrix()
+    assert np.allclose(euler_back, ref.as_matrix(), atol=1e-5)
+    assert np.allclose(out["rel_rotation_euler"].numpy(), ref.as_euler("xyz"), atol=1e-4)
+
+
+def test_relative_other_latents_and_translation():
+    lat1 = torch.tensor([[0.3, -0.2, 1.0, 0.95, 0.1, 6.2, 0.05, 0.1, -0.2, 0.3]])
+    lat2 = torch.tensor([[-0.5, 0.4, 0.2, 0.05, 0.7, 0.1, 0.9, -0.4, 0.5, 0.0]])
+    out = relative_transform(lat1, lat2)
+    assert torch.allclose(out["rel_latents"], torch.tensor([[0.1, 0.6, 0.1 - 6.2 + 2 * np.pi, -0.15]]), atol=1e-5)
+    r1, r2 = Rotation.from_euler("xyz", lat1[0, :3]), Rotation.from_euler("xyz", lat2[0, :3])
+    t1, t2 = lat1[0, 7:].numpy(), lat2[0, 7:].numpy()
+    assert np.allclose(out["rel_translation_object"][0], t2 - t1, atol=1e-6)
+    assert np.allclose(out["rel_translation_base"][0], r2.apply(t2) - r1.apply(t1), atol=1e-5)
+    assert "rel_translation_base" not in relative_transform(lat1[:, :7], lat2[:, :7])
+
+
+def test_sequence_actions_compose_to_first_last(ds):
+    item = SequenceDataset(ds, num_views=5)[3]
+    assert item["images"].shape == (5, 3, 16, 16) and item["rel_rotation_quat"].shape == (4, 4)
+    composed = torch.eye(3)
+    for q in item["rel_rotation_quat"]:
+        composed = composed @ quaternion_to_matrix(q)
+    rots = euler_xyz_to_matrix(item["latents"][:, :3])
+    assert torch.allclose(composed, rots[0].T @ rots[-1], atol=1e-5)
+    assert torch.allclose(sequence_actions(item["latents"])["rel_rotation_matrix"], item["rel_rotation_matrix"])
+
+
+def test_pair_item_contract(ds):
+    item = PairDataset(ds)[0]
+    expect = {"images": ((2, 3, 16, 16), torch.uint8), "latents": ((2, 10), torch.float32),
+              "label": ((), torch.int64), "object_index": ((), torch.int64), "view_indices": ((2,), torch.int64),
+              "rel_rotation_quat": ((4,), torch.float32), "rel_rotation_matrix": ((3, 3), torch.float32),
+              "rel_rotation_euler": ((3,), torch.float32), "rel_latents": ((4,), torch.float32),
+              "rel_translation_object": ((3,), torch.float32), "rel_translation_base": ((3,), torch.float32)}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in item.items()} == expect
+    obj, views = int(item["object_index"]), item["view_indices"].numpy()
+    assert torch.equal(item["images"], torch.from_numpy(ds.get_views(obj, views)).permute(0, 3, 1, 2))
+    assert np.allclose(item["latents"].numpy(), ds.latents[obj, views])
+    view = ViewDataset(ds, split="val")[7]
+    assert view["images"].shape == (3, 16, 16) and view["latents"].shape == (10,) and view["view_index"] == 1
+
+
+def test_pairs_distinct_fresh_each_epoch_and_reproducible(ds):
+    pairs = PairDataset(ds, split=None, seed=3)
+    seen = []
+    for epoch in range(4):
+        vi = np.stack([pairs[(epoch, i)]["view_indices"].numpy() for i in range(len(pairs))])
+        assert np.all(vi[:, 0] != vi[:, 1])
+        seen.append(vi)
+    assert not np.array_equal(seen[0], seen[1])
+    pairs.set_epoch(2)
+    assert np.array_equal(pairs[5]["view_indices"].numpy(), seen[2][5])
+    fixed = FixedPairDataset(ds, split=None, seed=3)
+    assert np.array_equal(fixed[(0, 4)]["view_indices"], fixed[(9, 4)]["view_indices"])
+
+
+def test_every_object_once_per_epoch_and_ddp_ranks_disjoint(ds):
+    pairs = PairDataset(ds, split="train")  # 9 objects
+    single = EpochSampler(pairs, seed=1)
+    single.set_epoch(1)
+    idx = [i for _, i in single]
+    assert sorted(idx) == list(range(len(pairs)))
+    single.set_epoch(2)
+    assert [i for _, i in single] != idx and all(e == 2 for e, _ in single)
+    for world, drop_last in ((3, False), (2, True), (4, False)):
+        parts = []
+        for rank in range(world):
+            s = EpochSampler(pairs, num_replicas=world, rank=rank, seed=1, drop_last=drop_last)
+            s.set_epoch(5)
+            parts.append([i for _, i in s])
+        flat = [i for p in parts for i in p]
+        assert len({len(p) for p in parts}) == 1  # equal share per rank: no DDP hang
+        if len(pairs) % world == 0:
+            assert len(flat) == len(set(flat)) == len(pairs)  # disjoint and covering
+        elif drop_last:
+            assert len(flat) == len(set(flat))  # disjoint
+        else:
+            assert set(flat) == set(range(len(pairs)))  # covering (padded with repeats, as torch does)
+
+
+def test_datamodule_batches(ds):
+    from ssl_eq.datasets import SSLDataModule
+
+    dm = SSLDataModule(ds.root, kind="sequence", num_views=3, batch_size=4, num_workers=0, pin_memory=False)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["images"].shape == (4, 3, 3, 16, 16) and batch["images"].dtype == torch.uint8
+    assert batch["rel_rotation_quat"].shape == (4, 2, 4)
+    assert len(dm.train_dataloader()) == 9 // 4  # drop_last on train
+    val = [b for b in dm.val_dataloader()]
+    assert sum(len(b["label"]) for b in val) == 3
+    ranks = [SSLDataModule(ds.root, kind="view", batch_size=64, pin_memory=False, num_replicas=2, rank=r)
+             .val_dataloader() for r in range(2)]
+    got = [torch.stack([b["object_index"] * 6 + b["view_index"] for b in r]).flatten().tolist() for r in ranks]
+    assert not set(got[0]) & set(got[1]) and len(got[0]) + len(got[1]) == 3 * 6
+    with pytest.raises(ValueError, match="kind must be one of"):
+        SSLDataModule(ds.root, kind="triplet")
