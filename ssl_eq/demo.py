@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, default=8, help="views per object")
     p.add_argument("--size", type=int, default=32, help="image size in pixels")
     p.add_argument("--steps", type=int, default=300, help="pretraining steps per method")
-    p.add_argument("--probe-epochs", type=int, default=100, help="epochs of each probe")
+    p.add_argument("--probe-epochs", type=int, default=20, help="epochs of each probe")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_demo)

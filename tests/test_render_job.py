@@ -143,18 +143,23 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_corrupt_mesh_is_skipped_and_listed(tmp_path, blender_fixtures):
+def test_corrupt_mesh_is_skipped_and_listed(tmp_path, blender_fixtures, capsys):
     root = tmp_path / "meshes"
     for cls in ("mug", "cup"):
         (root / cls).mkdir(parents=True)
         shutil.copy(blender_fixtures / "mug.obj", root / cls / "good.obj")
     (root / "cup" / "broken.obj").write_text("v 0 0 0\nf 1 2 3\nthis is not a mesh\n")
+    (root / "bowl").mkdir()
+    (root / "bowl" / "broken.obj").write_text("f 1 2 3\n")
     result = RenderJob(RenderConfig(out=str(tmp_path / "ds"), source="mesh-folder", source_root=str(root),
                                     objects=None, views=1, size=16, device="cpu", progress=False)).run()
     m = native.read_manifest(result["out"])
     assert m["num_objects"] == 2
-    assert [s["object_id"] for s in m["skipped"]] and "broken.obj" in m["skipped"][0]["path"]
+    assert {s["object_id"] for s in m["skipped"]} == {"cup-broken", "bowl-broken"}
+    assert all("broken.obj" in s["path"] for s in m["skipped"])
     assert m["skipped"][0]["reason"]
+    assert m["empty_classes"] == ["bowl"]                     # every mesh of the class failed
+    assert "bowl" in capsys.readouterr().err
 
 
 def test_jpeg_encoding_and_translation_variant(tmp_path):

@@ -210,7 +210,12 @@ class RenderJob:
                     meta = read_json(native.shard_dir(out, i) / native.SHARD_META)
                     rendered += meta["object_ids"]
                     shards.append({"name": native.shard_name(i), "index": i, "num_objects": meta["num_objects"]})
-            split = self._split([r for r in self.refs if r.object_id in set(rendered)])
+            kept = [r for r in self.refs if r.object_id in set(rendered)]
+            empty = sorted(set(self.class_names) - {r.class_name for r in kept})
+            if empty:
+                print(f"warning: {len(empty)} class(es) have no valid mesh and no rendered object: "
+                      f"{', '.join(empty)} (see 'skipped' in {out / native.MANIFEST_NAME})", file=sys.stderr)
+            split = self._split(kept)
             cfg = self.cfg
             native.write_manifest(out, {
                 "config": cfg.identity(), "source": self.source.describe(), "variant": cfg.variant,
@@ -218,6 +223,7 @@ class RenderJob:
                 "encoding": cfg.encoding, "class_names": self.class_names,
                 "synsets": [self.synset_of[c] for c in self.class_names], "num_objects": len(rendered),
                 "shards": shards, "split": split, "skipped": skipped,
+                "empty_classes": empty,
                 "render_settings": asdict(RenderSettings(image_size=cfg.size, supersample=cfg.supersample)),
             })
         return True
