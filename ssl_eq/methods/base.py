@@ -206,3 +206,15 @@ class BaseMethod(pl.LightningModule):
                                       max_epochs=self.total_steps, start_value=1.0,
                                       end_value=float(o.final_lr_factor))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class InvariantOnlyMethod(BaseMethod):
+    """Baselines with one projector on the invariant part (VICReg, SimCLR, BYOL): no equivariant embedding."""
+
+    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        z = self.projector(reps["inv"])
+        return {"inv": z, "equi": z[:, :0]}
+
+    def project_views(self, reps: list[Tensor]) -> list[Tensor]:
+        """Backbone outputs of each view [(B, D)] -> their invariant embeddings [(B, E)]."""
+        return [self.projector(self.split(r)["inv"]) for r in reps]

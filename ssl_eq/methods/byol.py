@@ -10,7 +10,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import Tensor
 
-from ssl_eq.methods.base import BaseMethod, StepOutput
+from ssl_eq.methods.base import InvariantOnlyMethod, StepOutput
 from ssl_eq.methods.registry import register_method
 
 _NEG_COS = NegativeCosineSimilarity()
@@ -24,7 +24,7 @@ def byol_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> tuple[Tensor, d
 
 
 @register_method("byol")
-class BYOL(BaseMethod):
+class BYOL(InvariantOnlyMethod):
     def build_heads(self) -> None:
         h = self.cfg.method.heads
         self.projector = BYOLProjectionHead(self.inv_dim, int(h.hidden_dim), int(h.output_dim))
@@ -33,10 +33,6 @@ class BYOL(BaseMethod):
         self.projector_target = copy.deepcopy(self.projector)
         deactivate_requires_grad(self.backbone_target)
         deactivate_requires_grad(self.projector_target)
-
-    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
-        z = self.projector(reps["inv"])
-        return {"inv": z, "equi": z[:, :0]}
 
     def momentum(self) -> float:
         m = self.cfg.method.momentum
@@ -47,7 +43,7 @@ class BYOL(BaseMethod):
         update_momentum(self.backbone, self.backbone_target, m)
         update_momentum(self.projector, self.projector_target, m)
         reps = self.encode_views(views)
-        p1, p2 = (self.predictor(self.projector(self.split(r)["inv"])) for r in reps)
+        p1, p2 = (self.predictor(z) for z in self.project_views(reps))
         with torch.no_grad():
             t1, t2 = (self.projector_target(self.split(self.backbone_target(views[:, i]))["inv"]) for i in range(2))
         loss, terms = byol_loss(p1, p2, t1, t2)

@@ -5,7 +5,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules.heads import SimCLRProjectionHead
 from torch import Tensor
 
-from ssl_eq.methods.base import BaseMethod, StepOutput
+from ssl_eq.methods.base import InvariantOnlyMethod, StepOutput
 from ssl_eq.methods.registry import register_method
 
 
@@ -16,19 +16,15 @@ def simclr_loss(z1: Tensor, z2: Tensor, criterion: NTXentLoss) -> tuple[Tensor, 
 
 
 @register_method("simclr")
-class SimCLR(BaseMethod):
+class SimCLR(InvariantOnlyMethod):
     def build_heads(self) -> None:
         m = self.cfg.method
         self.projector = SimCLRProjectionHead(self.inv_dim, int(m.projector.hidden_dim), int(m.projector.output_dim),
                                               num_layers=int(m.projector.num_layers))
         self.criterion = NTXentLoss(temperature=float(m.loss.temperature), gather_distributed=True)
 
-    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
-        z = self.projector(reps["inv"])
-        return {"inv": z, "equi": z[:, :0]}
-
     def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
         reps = self.encode_views(views)
-        z1, z2 = (self.projector(self.split(r)["inv"]) for r in reps)
+        z1, z2 = self.project_views(reps)
         loss, terms = simclr_loss(z1, z2, self.criterion)
         return StepOutput(loss, terms, reps)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ssl_eq.methods.base import BaseMethod, StepOutput
+from ssl_eq.methods.base import InvariantOnlyMethod, StepOutput
 from ssl_eq.methods.heads import mlp
 from ssl_eq.methods.losses import invariance_loss, variance_covariance
 from ssl_eq.methods.registry import register_method
@@ -19,18 +19,14 @@ def vicreg_loss(z1: Tensor, z2: Tensor, inv_weight: float, var_weight: float, co
 
 
 @register_method("vicreg")
-class VICReg(BaseMethod):
+class VICReg(InvariantOnlyMethod):
     def build_heads(self) -> None:
         self.projector = mlp(self.inv_dim, self.cfg.method.projector, batch_norm=self.cfg.method.head_batch_norm)
         self.emb_dim = int(self.cfg.method.projector[-1])
 
-    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
-        z = self.projector(reps["inv"])
-        return {"inv": z, "equi": z[:, :0]}
-
     def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
         reps = self.encode_views(views)
-        z1, z2 = (self.projector(self.split(r)["inv"]) for r in reps)
+        z1, z2 = self.project_views(reps)
         w = self.cfg.method.loss
         loss, terms = vicreg_loss(z1, z2, w.invariance, w.variance, w.covariance)
         return StepOutput(loss, terms, reps)

@@ -144,8 +144,11 @@ class RenderJob:
         return [i for i in range(len(self.shards)) if i % self.cfg.num_shards == index]
 
     def _done(self, out: Path, index: int) -> bool:
-        return native.is_shard_complete(out, index) or (out / SKIPPED_DIR / f"{native.shard_name(index)}.json").exists() \
-            and read_json(out / SKIPPED_DIR / f"{native.shard_name(index)}.json")["num_rendered"] == 0
+        """Complete: the shard folder exists, or every object of the shard was skipped."""
+        if native.is_shard_complete(out, index):
+            return True
+        skipped = out / SKIPPED_DIR / f"{native.shard_name(index)}.json"
+        return skipped.exists() and read_json(skipped)["num_rendered"] == 0
 
     def run(self) -> dict:
         from .renderer import MeshTensors, SceneRenderer, resolve_device
