@@ -125,3 +125,44 @@ def test_datamodule_batches(ds):
     assert not set(got[0]) & set(got[1]) and len(got[0]) + len(got[1]) == 3 * 6
     with pytest.raises(ValueError, match="kind must be one of"):
         SSLDataModule(ds.root, kind="triplet")
+
+
+def _batches(loader) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.clone() for k, v in b.items()} for b in loader]
+
+
+@pytest.mark.parametrize("encoding", ["raw", "jpeg"])
+def test_thread_loader_equals_dataloader(tmp_path, encoding):
+    """Worker threads yield exactly the batches torch's worker processes yield, in sampler order, and the
+    sampler's epoch (set by Lightning through `.sampler`) changes the pairs."""
+    from torch.utils.data import DataLoader
+
+    from ssl_eq.datasets import SSLDataModule, ThreadLoader, collate
+
+    root = make_synthetic_dataset(tmp_path / encoding, num_objects=10, views=5, size=16, encoding=encoding,
+                                  objects_per_shard=3)
+    src = NativeDataset(root)
+    pairs = PairDataset(src, split=None)
+    sampler = EpochSampler(pairs, seed=3)
+    sampler.set_epoch(2)
+    ours = ThreadLoader(pairs, batch_size=4, sampler=sampler, num_workers=2, prefetch_factor=1)
+    ref = DataLoader(pairs, batch_size=4, sampler=sampler, num_workers=2, collate_fn=collate)
+    got, want = _batches(ours), _batches(ref)
+    assert len(got) == len(want) == len(ours) == 3  # 10 items, batch 4, no drop_last
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys() and all(torch.equal(g[k], w[k]) for k in g)
+    assert torch.cat([b["object_index"] for b in got]).tolist() == [i for _, i in sampler]
+    ours.sampler.set_epoch(3)
+    assert not all(torch.equal(a["view_indices"], b["view_indices"]) for a, b in zip(_batches(ours), got))
+    first = next(iter(ours))  # stopping early leaves no thread behind that fails
+    assert first["images"].shape == (4, 2, 3, 16, 16) and first["images"].dtype == torch.uint8
+
+    dms = [SSLDataModule(root, kind="view", batch_size=8, num_workers=1, pin_memory=False, loader=kind)
+           for kind in ("threads", "processes")]
+    a, b = (_batches(dm.val_dataloader()) for dm in dms)
+    assert isinstance(dms[0].val_dataloader(), ThreadLoader) and len(a) == len(b) > 0
+    assert all(torch.equal(x["images"], y["images"]) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="loader must be one of"):
+        SSLDataModule(root, loader="fibers")
+    with pytest.raises(TypeError, match="__getitems__"):
+        ThreadLoader(list(range(4)))

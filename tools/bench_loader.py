@@ -1,42 +1,115 @@
 """Loader benchmark: views/s of the original 3DIEBench layout vs native raw / JPEG shards (same data, one run).
 
-(a) original layout via ThreeDIEBenchFolder (PIL open + np.load per view, like the reference loader),
-(b) native raw shards (memory-mapped), (c) native JPEG shards decoded on the CPU in the workers, and
-(d) native JPEG shards decoded in batches on the GPU (only when CUDA is available).
-All read every view once through a DataLoader of ViewDataset items with the same batch size and workers;
-(d) decodes whole batches in the main process. Prints a Markdown table (machine + date).
+(a)  the original per-file layout read the way the reference code (SIE) does: per view a PIL open +
+     convert("RGB") + torchvision Resize / ToTensor / Normalize, and an np.load of the latent, then
+     torch's default collate of float32 images;
+(a2) the same files through our `ThreeDIEBenchFolder` (PIL + np.load per view, uint8 out);
+(b)  native raw shards (memory-mapped, one copy per view into the batch) through `ThreadLoader`
+     (ssl_eq's default loader: worker threads), and (b2) through torch's worker processes;
+(c)  native JPEG shards decoded with torchvision's `decode_jpeg`, threads, and (c2) worker processes;
+(d)  native JPEG shards decoded in batches on the GPU in the main process (only when CUDA is available).
+(a)-(c2) read the same objects with the same batch size, number of workers and random order.
+`--kind pair` reads SIE-style pairs (2 random views + the relative rotation) instead of single views.
 
-    python tools/bench_loader.py [--objects 48 --views 50 --size 128 --batch-size 64 --workers 2]
+Image content: `--content render` (default) renders a few procedural objects with our PyTorch3D renderer at
+`--size` and builds every view from them (rolled / flipped), so JPEG decode costs what a real render costs;
+`--content synthetic` uses the flat-coloured test images (cheap to decode). Cache state: `warm` reads files
+that are in the page cache; `cold` evicts every dataset file (posix_fadvise DONTNEED) before each pass and
+restarts the workers, as for a dataset larger than RAM. Prints Markdown tables (machine + date).
+
+    python tools/bench_loader.py [--objects 48 --views 50 --size 256 --batch-size 64 --workers 2]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import os
 import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _time_loader(dataset: Any, batch_size: int, workers: int, passes: int) -> float:
-    """Best views/s over `passes` passes of one DataLoader (persistent workers; the first batch, i.e.
-    worker start-up, is not timed)."""
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=True,
-                        persistent_workers=workers > 0)
-    best = 0.0
-    for p in range(passes):
+class ReferenceStyle(Dataset):
+    """The original layout read like SIE's loader: items are views (or pairs of random distinct views) of
+    the listed objects; per view PIL open + convert + Resize/ToTensor/Normalize and one np.load."""
+
+    def __init__(self, root: Path, views: int, size: int, pairs: bool):
+        from torchvision import transforms
+
+        self.root, self.views, self.pairs = root, views, pairs
+        self.samples = [str(p) for split in ("train", "val") for p in np.load(root / f"{split}_images.npy")]
+        self.transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                                             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self) -> int:
+        return len(self.samples) * (1 if self.pairs else self.views)
+
+    def _view(self, obj: int, k: int) -> tuple[torch.Tensor, np.ndarray]:
+        from PIL import Image
+
+        folder = f"{self.root}{self.samples[obj]}"
+        with open(f"{folder}/image_{k}.jpg", "rb") as f:
+            img = self.transform(Image.open(f).convert("RGB"))
+        return img, np.load(f"{folder}/latent_{k}.npy").astype(np.float32)
+
+    def __getitem__(self, i: int) -> Any:
+        if not self.pairs:
+            img, lat = self._view(i // self.views, i % self.views)
+            return img, torch.from_numpy(lat)
+        from scipy.spatial.transform import Rotation
+
+        v1, v2 = np.random.choice(self.views, 2, replace=False)
+        (img1, lat1), (img2, lat2) = self._view(i, v1), self._view(i, v2)
+        rel = (Rotation.from_euler("xyz", lat1[:3]).inv() * Rotation.from_euler("xyz", lat2[:3])).as_quat()
+        return img1, img2, torch.from_numpy(np.concatenate([rel, lat2[3:] - lat1[3:]]).astype(np.float32))
+
+
+def _batch_views(batch: Any) -> int:
+    """Number of views in a collated batch (dict of ours or tuple of the reference loader)."""
+    if isinstance(batch, dict):
+        return batch["images"].shape[0] * (batch["images"].shape[1] if batch["images"].ndim == 5 else 1)
+    return sum(t.shape[0] for t in batch if t.ndim == 4)
+
+
+def _evict(root: Path) -> None:
+    """Drop every file under `root` from the page cache (no root rights needed)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def _time_loader(make_loader: Callable[[], Iterable], root: Path, passes: int, cold: bool) -> float:
+    """Best views/s over `passes` passes. Warm: one loader (persistent workers), each timed pass after a full
+    untimed one. Cold: the files are evicted and a new loader (new workers, new memory maps) made before each
+    pass. The first batch of a pass (worker start-up) is never timed."""
+    loader, best = make_loader(), 0.0
+    if not cold:
+        for _ in loader:
+            pass
+    for _ in range(passes):
+        if cold:  # unmap the old loader's files (mapped pages cannot be evicted), then evict
+            loader = it = None
+            gc.collect()
+            _evict(root)
+            loader = make_loader()
         it = iter(loader)
-        if p == 0:
-            next(it)
+        next(it)
         start, n = time.perf_counter(), 0
         for batch in it:
-            n += batch["images"].shape[0]
+            n += _batch_views(batch)
         best = max(best, n / max(time.perf_counter() - start, 1e-9))
     return best
 
@@ -55,55 +128,105 @@ def _time_gpu_decode(root: Path, batch_size: int) -> float:
     return (len(objs) - batch_size) / (time.perf_counter() - start)
 
 
+def _rendered_content(work: Path, size: int) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """An `image_fn` for make_synthetic_dataset whose views are 16 PyTorch3D renders, each rolled / flipped."""
+    from ssl_eq.datasets import NativeDataset
+    from ssl_eq.renderers.job import RenderConfig, RenderJob
+
+    out = work / "content"
+    RenderJob(RenderConfig(out=str(out), objects=8, views=2, size=size, val_fraction=0.0, progress=False)).run()
+    ds = NativeDataset(out)
+    objs, views = np.divmod(np.arange(len(ds) * ds.views), ds.views)
+    renders = ds.read_views(objs, views).permute(0, 2, 3, 1).contiguous()  # (16, H, W, 3)
+
+    def image_fn(latents: torch.Tensor, labels: torch.Tensor, size: int) -> torch.Tensor:
+        n = latents.shape[0]
+        idx = torch.arange(n)
+        imgs = renders[idx % len(renders)]
+        shift = (idx * 7919) % size
+        imgs = torch.stack([torch.roll(im, int(s), dims=1) for im, s in zip(imgs, shift)])
+        flip = idx % 2 == 1
+        imgs[flip] = imgs[flip].flip(2)
+        return imgs
+    return image_fn
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--objects", type=int, default=48)
     p.add_argument("--views", type=int, default=50)
-    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--size", type=int, default=256, help="image size (3DIEBench: 256)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--passes", type=int, default=3, help="passes per loader; the best is reported")
+    p.add_argument("--kind", choices=("view", "pair"), default="view")
+    p.add_argument("--content", choices=("render", "synthetic"), default="render")
+    p.add_argument("--cache", choices=("warm", "cold", "both"), default="both")
+    p.add_argument("--passes", type=int, default=3, help="timed passes per loader; the best is reported")
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     args = p.parse_args(argv)
 
-    from ssl_eq.datasets import NativeDataset, ThreeDIEBenchFolder, ViewDataset, make_synthetic_dataset
+    from ssl_eq.datasets import (NativeDataset, PairDataset, ThreadLoader, ThreeDIEBenchFolder, ViewDataset,
+                                 collate, make_synthetic_dataset)
+    from ssl_eq.datasets.synthetic import render_synthetic
     from ssl_eq.datasets.threedie import export_3diebench, import_3diebench
 
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench_loader-"))
     t0 = time.perf_counter()
+    image_fn = _rendered_content(work, args.size) if args.content == "render" else render_synthetic
     src = make_synthetic_dataset(work / "synthetic", num_objects=args.objects, views=args.views, size=args.size,
-                                 objects_per_shard=16)
+                                 objects_per_shard=16, image_fn=image_fn, val_fraction=0.25)
     orig = export_3diebench(src, work / "orig", workers=args.workers, progress=False)
     roots = {enc: import_3diebench(orig, work / f"native-{enc}", encoding=enc, workers=args.workers,
                                    objects_per_shard=16, progress=False) for enc in ("raw", "jpeg")}
     setup_s = time.perf_counter() - t0
+    pairs = args.kind == "pair"
+    items = (lambda src_: PairDataset(src_, split=None)) if pairs else (lambda src_: ViewDataset(src_, split=None))
+    bs, nw = args.batch_size, args.workers
 
-    cases: list[tuple[str, Callable[[], float]]] = [
-        ("(a) original layout, ThreeDIEBenchFolder (PIL + np.load per view)",
-         lambda: _time_loader(ViewDataset(ThreeDIEBenchFolder(orig), split=None), args.batch_size, args.workers,
-                                  args.passes)),
-        ("(b) native raw shards (mmap)",
-         lambda: _time_loader(ViewDataset(NativeDataset(roots["raw"]), split=None), args.batch_size, args.workers,
-                                  args.passes)),
-        ("(c) native JPEG shards, CPU decode_jpeg",
-         lambda: _time_loader(ViewDataset(NativeDataset(roots["jpeg"]), split=None), args.batch_size, args.workers,
-                                  args.passes)),
+    def processes(make_dataset: Callable[[], Dataset], root: Path, **kw: Any) -> Callable[[bool], float]:
+        """Timer of torch DataLoader worker processes over a fresh dataset (persistent unless cold)."""
+        return lambda cold: _time_loader(lambda: DataLoader(make_dataset(), batch_size=bs, num_workers=nw,
+                                                            shuffle=True, persistent_workers=not cold, **kw),
+                                         root, args.passes, cold)
+
+    def threads(make_dataset: Callable[[], Dataset], root: Path) -> Callable[[bool], float]:
+        """Timer of ThreadLoader worker threads over a fresh dataset."""
+        return lambda cold: _time_loader(lambda: ThreadLoader(make_dataset(), batch_size=bs, num_workers=nw,
+                                                              shuffle=True), root, args.passes, cold)
+
+    native = {enc: (lambda enc=enc: items(NativeDataset(roots[enc]))) for enc in roots}
+    cases: list[tuple[str, Callable[[bool], float]]] = [
+        ("(a) original layout, reference-style (PIL + transforms + np.load per view), processes",
+         processes(lambda: ReferenceStyle(orig, args.views, args.size, pairs), orig)),
+        ("(a2) original layout, ThreeDIEBenchFolder (PIL + np.load per view, uint8), processes",
+         processes(lambda: items(ThreeDIEBenchFolder(orig)), orig, collate_fn=collate)),
+        ("(b) native raw shards (mmap), ThreadLoader", threads(native["raw"], roots["raw"])),
+        ("(b2) native raw shards (mmap), processes", processes(native["raw"], roots["raw"], collate_fn=collate)),
+        ("(c) native JPEG shards, CPU decode_jpeg, ThreadLoader", threads(native["jpeg"], roots["jpeg"])),
+        ("(c2) native JPEG shards, CPU decode_jpeg, processes",
+         processes(native["jpeg"], roots["jpeg"], collate_fn=collate)),
     ]
-    if torch.cuda.is_available():
-        cases.append(("(d) native JPEG shards, GPU batched decode_jpeg", lambda: _time_gpu_decode(roots["jpeg"],
-                                                                                              args.batch_size)))
-    results = [(name, fn()) for name, fn in cases]
-    base = results[0][1]
+    caches = ("warm", "cold") if args.cache == "both" else (args.cache,)
+    results = {name: {c: fn(c == "cold") for c in caches} for name, fn in cases}
+    if torch.cuda.is_available() and not pairs:
+        results["(d) native JPEG shards, GPU batched decode_jpeg (main process)"] = {
+            "warm": _time_gpu_decode(roots["jpeg"], args.batch_size)}
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    sizes = {k: sum(f.stat().st_size for f in r.rglob("*") if f.is_file()) / 2**20
+             for k, r in (("original", orig), ("raw", roots["raw"]), ("jpeg", roots["jpeg"]))}
     print(f"Loader benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}; machine: "
           f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs, GPU {gpu}; "
           f"torch {torch.__version__}")
-    print(f"{args.objects} objects x {args.views} views at {args.size} px ({args.objects * args.views} views), "
-          f"batch {args.batch_size}, {args.workers} workers, best of {args.passes} passes; setup {setup_s:.0f} s\n")
-    print("| loader | views/s | vs (a) |\n|---|---:|---:|")
-    for name, rate in results:
-        print(f"| {name} | {rate:,.0f} | {rate / base:.1f}x |")
+    print(f"{args.kind}s of {args.objects} objects x {args.views} views at {args.size} px ({args.content} content; "
+          f"on disk MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items()) + f"), batch {args.batch_size}, "
+          f"{args.workers} workers, best of {args.passes} passes; setup {setup_s:.0f} s\n")
+    print("| loader | " + " | ".join(f"{c} views/s | {c} vs (a)" for c in caches) + " |")
+    print("|---|" + "---:|---:|" * len(caches))
+    base = results[cases[0][0]]
+    for name, rates in results.items():
+        cells = [f"{rates[c]:,.0f} | {rates[c] / base[c]:.1f}x" if c in rates else "- | -" for c in caches]
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

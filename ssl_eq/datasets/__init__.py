@@ -15,8 +15,8 @@ _EXPORTS = {
     "make_synthetic_dataset": "synthetic",
     "relative_transform": "relative", "sequence_actions": "relative", "relative_latents": "relative",
     "ViewDataset": "views", "PairDataset": "views", "SequenceDataset": "views", "FixedPairDataset": "views",
-    "FixedSequenceDataset": "views", "EpochSampler": "views",
-    "SSLDataModule": "datamodule",
+    "FixedSequenceDataset": "views", "EpochSampler": "views", "collate": "views",
+    "SSLDataModule": "datamodule", "ThreadLoader": "loader",
     "ThreeDIEBenchFolder": "threedie", "export_3diebench": "threedie", "import_3diebench": "threedie",
 }
 __all__ = sorted(_EXPORTS)

@@ -13,9 +13,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_eq.datasets.loader import ThreadLoader
 from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequenceDataset, PairDataset,
-                                   SequenceDataset, ViewDataset)
+                                   SequenceDataset, ViewDataset, collate)
 
 # kind -> (train dataset factory, deterministic val dataset factory); factories take (source, split, dm)
 DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] = {
@@ -25,6 +26,18 @@ DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] 
              lambda src, split, dm: FixedPairDataset(src, split, seed=dm.seed)),
     "sequence": (lambda src, split, dm: SequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed),
                  lambda src, split, dm: FixedSequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed)),
+}
+
+
+# loader -> factory (datamodule, dataset, sampler, drop_last): worker threads (default, fastest for native shards,
+# ssl_eq.datasets.loader) or torch's worker processes
+LOADERS: dict[str, Callable[..., DataLoader | ThreadLoader]] = {
+    "threads": lambda dm, ds, sampler, drop_last: ThreadLoader(
+        ds, batch_size=dm.batch_size, sampler=sampler, num_workers=dm.num_workers, pin_memory=dm.pin_memory,
+        drop_last=drop_last),
+    "processes": lambda dm, ds, sampler, drop_last: DataLoader(
+        ds, batch_size=dm.batch_size, sampler=sampler, num_workers=dm.num_workers, collate_fn=collate,
+        pin_memory=dm.pin_memory, drop_last=drop_last, persistent_workers=dm.persistent_workers and dm.num_workers > 0),
 }
 
 
@@ -38,10 +51,13 @@ class SSLDataModule(pl.LightningDataModule):
     def __init__(self, root: str | os.PathLike, kind: str = "pair", batch_size: int = 64, num_workers: int = 0,
                  num_views: int = 3, seed: int = 0, pin_memory: bool | None = None, persistent_workers: bool = True,
                  drop_last: bool = True, train_split: str = "train", val_split: str = "val",
-                 num_replicas: int | None = None, rank: int | None = None):
+                 num_replicas: int | None = None, rank: int | None = None, loader: str = "threads"):
         super().__init__()
         if kind not in DATASET_KINDS:
             raise ValueError(f"kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
+        if loader not in LOADERS:
+            raise ValueError(f"loader must be one of {sorted(LOADERS)}, got {loader!r}")
+        self.loader = loader
         self.root, self.kind, self.batch_size, self.num_workers = root, kind, batch_size, num_workers
         self.num_views, self.seed = num_views, seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -65,19 +81,17 @@ class SSLDataModule(pl.LightningDataModule):
         rank = self.rank if self.rank is not None else (trainer.global_rank if trainer else 0)
         return replicas, rank
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader | ThreadLoader:
         replicas, rank = self._ranks()
         sampler = EpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=train, seed=self.seed,
                                drop_last=train and self.drop_last)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, drop_last=train and self.drop_last,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        return LOADERS[self.loader](self, dataset, sampler, train and self.drop_last)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | ThreadLoader:
         self.setup("fit")
         return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | ThreadLoader:
         self.setup("validate")
         return self._loader(self.val_set, train=False)
 

@@ -8,6 +8,7 @@ safe with forked DataLoader workers and DDP) and indexes objects globally across
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 from ssl_eq.utils.io import read_json, write_json_atomic
 
@@ -232,6 +234,16 @@ def stratified_split(object_ids: Sequence[str], labels: Sequence[int], val_fract
     return {"train": ids[~val_mask].tolist(), "val": ids[val_mask].tolist()}
 
 
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """Uninitialised CPU tensor for a batch; inside a DataLoader worker it is allocated in shared memory, so
+    handing it to the main process costs no copy (what default_collate does for the tensors it stacks)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = math.prod(shape)
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, (numel,)).view(shape)
+
+
 class NativeDataset:
     """Random access to a native dataset: N objects x V views, global object index over the shards.
 
@@ -342,24 +354,22 @@ class NativeDataset:
         shard, local = self._locate(objs)
         if self.encoding == "jpeg":
             return self._decode(shard, local, view_idx)
-        out = np.empty((len(objs), self.image_size, self.image_size, 3), np.uint8)
-        for s in np.unique(shard):
-            m = shard == s
-            out[m] = self._shard(int(s))[local[m], view_idx[m]]
-        return torch.from_numpy(out).permute(0, 3, 1, 2)  # channels-last memory; collate copies once
+        out = batch_tensor((len(objs), self.image_size, self.image_size, 3))
+        dst = out.numpy()
+        for i, (s, k, v) in enumerate(zip(shard.tolist(), local.tolist(), view_idx.tolist())):
+            dst[i] = self._shard(s)[k, v]  # one copy, memory map -> batch
+        return out.permute(0, 3, 1, 2)  # (n, 3, H, W) in channels-last memory, as the GPU wants it
 
     def _decode(self, shard: np.ndarray, local: np.ndarray, view_idx: np.ndarray) -> torch.Tensor:
         from torchvision.io import decode_jpeg
 
-        if not len(shard):
-            return torch.zeros((0, 3, self.image_size, self.image_size), dtype=torch.uint8)
         blobs = []
         for s, k, v in zip(shard.tolist(), local.tolist(), view_idx.tolist()):
             data, offsets = self._shard(s)
             item = k * self.views + v
             blobs.append(torch.from_numpy(np.array(data[offsets[item]:offsets[item + 1]])))
         try:
-            decoded = decode_jpeg(blobs, device=self.decode_device)
+            decoded = decode_jpeg(blobs, device=self.decode_device) if blobs else []
         except RuntimeError:
             for blob, s, k, v in zip(blobs, shard, local, view_idx):  # find the culprit for a useful message
                 try:
@@ -369,7 +379,13 @@ class NativeDataset:
                     raise ValueError(f"{self._shard_dirs[s] / 'jpeg_data.npy'}: object {oid!r} view {v} is not a "
                                      f"valid JPEG ({e})") from e
             raise
-        return torch.stack(decoded)
+        shape = (len(blobs), 3, self.image_size, self.image_size)
+        if self.decode_device != "cpu":
+            return torch.stack(decoded) if decoded else torch.zeros(shape, dtype=torch.uint8, device=self.decode_device)
+        out = batch_tensor(shape)
+        if decoded:
+            torch.stack(decoded, out=out)
+        return out
 
     def get_views(self, obj: int, view_idx: Sequence[int] | np.ndarray) -> np.ndarray:
         """Views of object `obj` -> uint8 (n, H, W, 3) numpy array."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -80,10 +81,12 @@ def make_synthetic_dataset(
     encoding: str = "raw",
     objects_per_shard: int = 8,
     val_fraction: float = 0.25,
+    image_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] = render_synthetic,
 ) -> Path:
     """Write a complete native dataset (shards + manifest with a stratified train/val split) under `root`.
 
-    Object i has label i % num_classes and id "synth-<i>"; returns `root`.
+    Object i has label i % num_classes and id "synth-<i>"; returns `root`. `image_fn` has the signature of
+    `render_synthetic` (latents (N, D), labels (N,), size) -> uint8 (N, size, size, 3).
     """
     if variant not in LATENT_SCHEMAS:
         raise ValueError(f"variant must be one of {sorted(LATENT_SCHEMAS)}, got {variant!r}")
@@ -92,7 +95,7 @@ def make_synthetic_dataset(
     latents = sample_latents(rng, (num_objects, views), variant)
     labels = np.arange(num_objects, dtype=np.int64) % num_classes
     ids = [f"synth-{i:05d}" for i in range(num_objects)]
-    flat = render_synthetic(torch.from_numpy(latents.reshape(num_objects * views, -1)),
+    flat = image_fn(torch.from_numpy(latents.reshape(num_objects * views, -1)),
                             torch.from_numpy(np.repeat(labels, views)), size)
     images = flat.numpy().reshape(num_objects, views, size, size, 3)
     shards = []

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
-                                    NativeDataset, is_shard_complete, shard_dir, shard_name, write_manifest,
+                                    NativeDataset, batch_tensor, is_shard_complete, shard_dir, shard_name, write_manifest,
                                     write_shard)
 from ssl_eq.utils.io import atomic_path, read_json, write_json_atomic, write_npy_atomic
 
@@ -157,9 +157,16 @@ class ThreeDIEBenchFolder:
 
     def read_views(self, objs: Sequence[int] | np.ndarray, view_idx: Sequence[int] | np.ndarray) -> torch.Tensor:
         """Parallel (n,) object / view indices -> uint8 (n, 3, H, W) in the render's colours."""
-        arrs = [read_image(image_file(self.object_dir(int(o)), int(k)), self.channel_order)
-                for o, k in zip(np.asarray(objs).reshape(-1), np.asarray(view_idx).reshape(-1))]
-        return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()
+        objs, view_idx = np.broadcast_arrays(np.asarray(objs).reshape(-1), np.asarray(view_idx).reshape(-1))
+        out = batch_tensor((len(objs), self.image_size, self.image_size, 3))
+        dst = out.numpy()
+        for i, (o, k) in enumerate(zip(objs.tolist(), view_idx.tolist())):
+            path = image_file(self.object_dir(o), k)
+            img = read_image(path, self.channel_order)
+            if img.shape != dst.shape[1:]:
+                raise ValueError(f"{path}: expected a {self.image_size}x{self.image_size} RGB image, got {img.shape}")
+            dst[i] = img
+        return out.permute(0, 3, 1, 2)  # (n, 3, H, W) in channels-last memory
 
     def load_object(self, obj: int) -> tuple[np.ndarray, np.ndarray]:
         """All views of `obj` -> (images uint8 (V, H, W, 3), latents float64 (V, D)); errors name the file."""

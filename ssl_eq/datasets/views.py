@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from ssl_eq.datasets.relative import relative_transform, sequence_actions
 
@@ -40,10 +40,10 @@ class ViewDataset(Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[Index]) -> list[dict[str, torch.Tensor]]:
-        """Batched read (one gather per shard) used by the DataLoader; returns one dict per index."""
+        """Batched read used by the DataLoader (pass `collate_fn=collate` to skip re-stacking the items)."""
         flat = np.array([i[1] if isinstance(i, tuple) else i for i in indices], dtype=np.int64)  # (epoch, index)
         objs, views = self.objects[flat // self.source.views], flat % self.source.views
-        return _split_batch({
+        return ItemBatch({
             "images": self.source.read_views(objs, views).cpu(),
             "latents": torch.from_numpy(self.source.read_latents(objs, views).astype(np.float32)),
             "label": torch.from_numpy(self.source.labels[objs].astype(np.int64)),
@@ -52,10 +52,19 @@ class ViewDataset(Dataset):
         })
 
 
-def _split_batch(batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-    """Dict of (B, ...) tensors -> B dicts of (...) tensors (views, no copies)."""
-    n = next(iter(batch.values())).shape[0]
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+class ItemBatch(list):
+    """What `__getitems__` returns: the B item dicts (views into the batch tensors, so any collate_fn works)
+    plus `.batch`, the dict of (B, ...) tensors they were cut from, which `collate` hands on without a copy."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]):
+        n = next(iter(batch.values())).shape[0]
+        super().__init__({k: v[i] for k, v in batch.items()} for i in range(n))
+        self.batch = batch
+
+
+def collate(items: list[Any]) -> Any:
+    """DataLoader collate_fn: the ready batch of an `ItemBatch`, else torch's default_collate."""
+    return items.batch if isinstance(items, ItemBatch) else default_collate(items)
 
 
 class MultiViewDataset(Dataset):
@@ -107,7 +116,7 @@ class MultiViewDataset(Dataset):
             "view_indices": torch.from_numpy(views),
         }
         batch.update(self._actions(latents))
-        return _split_batch(batch)
+        return ItemBatch(batch)
 
     def _actions(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, M, D) -> actions between consecutive views, each (B, M-1, ...)."""

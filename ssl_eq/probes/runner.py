@@ -104,7 +104,7 @@ def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[
                     device: str) -> dict[str, torch.Tensor]:
     from torch.utils.data import DataLoader, Subset
 
-    from ssl_eq.datasets.views import ViewDataset
+    from ssl_eq.datasets.views import ViewDataset, collate
 
     cached = load_cached(cache, key)
     if cached is not None:
@@ -114,7 +114,7 @@ def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[
     max_objects = cfg["extraction"].get("max_objects")
     dataset = Subset(views, range(min(len(views), max_objects * source.views))) if max_objects else views
     print(f"features [{split}]: extracting {len(dataset)} views -> {cache}")
-    loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=False)
+    loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=False, collate_fn=collate)
     feats = extract_features(model, loader, device=device)
     save_cached(cache, key, feats)
     return feats
