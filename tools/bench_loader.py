@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--passes", type=int, default=3, help="timed passes per loader; the best is reported")
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     args = p.parse_args(argv)
+    items_per_pass = args.objects * (1 if args.kind == "pair" else args.views)
+    if items_per_pass < 3 * args.batch_size:
+        p.error(f"a pass has {items_per_pass} {args.kind}s, fewer than 3 batches of {args.batch_size}: raise --objects"
+                + (" (a pair item is one object)" if args.kind == "pair" else " or --views"))
 
     from ssl_eq.datasets import (NativeDataset, PairDataset, ThreadLoader, ThreeDIEBenchFolder, ViewDataset,
                                  collate, make_synthetic_dataset)
