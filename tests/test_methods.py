@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from ssl_eq.geometry import canonical_quaternion
 from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method, compose_config
 from ssl_eq.methods.commands import group_options
-from ssl_eq.methods.sie import HyperNetPredictor, sie_loss
+from ssl_eq.methods.base import r2_from_statistics, r2_statistics
+from ssl_eq.methods.sie import HyperNetPredictor, MLPPredictor, sie_loss
 
 SIZE, BATCH, CLASSES = 32, 16, 3
 # shrink every width that a method config may declare (the configs hold the paper sizes)
@@ -106,6 +107,47 @@ def test_hypernetwork_map_changes_with_rotation():
     assert w.shape == (2, 8, 8)
     assert (w[0] - w[1]).abs().max() > 1e-3
     assert pred.hypernet[-1].bias is None  # SIE: linear map without bias
+
+
+@pytest.mark.parametrize("variant, head_bn, layers", [
+    ("sie", True, ["Linear"]),
+    ("sie_deep_hypernet", True, ["Linear", "ReLU", "Linear", "ReLU", "Linear"]),
+    ("sie_mlp_predictor", True, ["Linear", "BatchNorm1d", "ReLU", "Linear"]),
+    ("sie_mlp_predictor", False, ["Linear", "ReLU", "Linear"]),
+])
+def test_predictor_layers_follow_the_config(variant, head_bn, layers):
+    """SIE's hypernetworks (linear, deeper) are bias-free Linear(-ReLU) stacks without normalisation whatever
+    method.head_batch_norm says; the MLP predictor has BN exactly when head_batch_norm is true."""
+    model = build_method(tiny_config(variant, f"method.head_batch_norm={head_bn}"))
+    leaves = [m for m in model.predictor.modules() if not list(m.children())]
+    assert [type(m).__name__ for m in leaves] == layers
+    if isinstance(model.predictor, HyperNetPredictor):
+        assert all(m.bias is None for m in leaves if isinstance(m, torch.nn.Linear))
+        assert [m.out_features for m in leaves if isinstance(m, torch.nn.Linear)][:-1] == [4] * (len(layers) // 2)
+    else:
+        assert isinstance(model.predictor, MLPPredictor)
+    with pytest.raises(TypeError):
+        HyperNetPredictor(8, 4, batch_norm=True)
+
+
+def test_online_probes_train_only_themselves_and_r2_adds_over_batches():
+    torch.manual_seed(0)
+    model = build_method(tiny_config("sie"))
+    batch = fixed_batch()
+    views, _ = model.augment_views(batch["images"])
+    reps = model.encode_views(views)
+    loss, logs, stats = model.online_probes(reps, batch)
+    loss.backward()
+    assert set(logs) == {"online/cls_loss", "online/cls_top1", "online/rotation_mse", "online/rotation_r2"}
+    assert all(p.grad is None for p in model.backbone.parameters())  # detached: the encoder gets nothing
+    assert model.online_classifier.classification_head.weight.grad.abs().sum() > 0
+    assert model.online_rotation.weight.grad.abs().sum() > 0
+    pred, target = torch.randn(10, 4), torch.randn(10, 4)
+    whole = r2_from_statistics(r2_statistics(pred, target))
+    halves = r2_from_statistics(r2_statistics(pred[:3], target[:3]) + r2_statistics(pred[3:], target[3:]))
+    expected = 1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum()
+    assert torch.allclose(whole, expected, atol=1e-5) and torch.allclose(halves, expected, atol=1e-5)
+    assert stats.shape == (10,) and stats[0] == BATCH
 
 
 def test_hypernetwork_learns_quaternion_action():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ssl_eq.cli import main
 from ssl_eq.datasets.synthetic import make_synthetic_dataset
+from ssl_eq.methods import compose_config, pretrain
 from ssl_eq.reports import contact_sheet
+
+TINY_RUN = ["backbone=small_cnn", "backbone.widths=[8,16]", "data.image_size=32", "data.batch_size=8",
+            "data.num_workers=0", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
+            "trainer.log_every_n_steps=1"]
 
 
 def _make_run(root, name: str, method: str, top1: float | None, data) -> str:
@@ -50,6 +56,58 @@ def test_report_on_two_runs_writes_both_files_with_both_rows(tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 2  # training curves + dataset contact sheet, embedded
     assert (tmp_path / "out" / "assets" / "dataset_contact_sheet.png").is_file()
     assert "wrote" in capsys.readouterr().out
+
+
+def markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """Each Markdown table of `text`, keyed by the heading above it, as rows of cells (header and rule rows
+    included); an escaped "\\|" is not a separator."""
+    tables: dict[str, list[list[str]]] = {}
+    heading, rows = "", []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+            continue
+        if rows:
+            tables[f"{heading} #{len(tables)}"] = rows
+            rows = []
+        if line.startswith("#"):
+            heading = line.lstrip("# ")
+    return tables
+
+
+def test_every_report_table_row_has_as_many_cells_as_its_header(tmp_path):
+    """Two real pretraining runs (different metric sets: SIE has equivariance terms, VICReg not) and a probe
+    error whose message holds "|" and a line break: every row of every table matches its header, in both files."""
+    data = make_synthetic_dataset(tmp_path / "data", num_objects=24, views=4, size=32)
+    methods = {"sie": ["method.split.inv=8", "method.split.equi=8", "method.projector_inv=[16,16]",
+                       "method.projector_equi=[16,16]"], "vicreg": ["method.projector=[16,16]"]}
+    runs = []
+    for method, overrides in methods.items():
+        runs.append(tmp_path / method)
+        pretrain(compose_config([f"method={method}", *TINY_RUN, *overrides, f"data.root={data}",
+                                 f"run_dir={runs[-1]}"]))
+    (runs[0] / "probe").mkdir()
+    (runs[0] / "probe" / "probe.json").write_text(json.dumps({
+        "method": "sie", "metrics": {"linear/inv/top1": 40.0, "rotation/equi/r2_pooled": 0.25},
+        "definitions": {"top1": "top-1 | accuracy"},
+        "probes": {"colour": {"status": "error", "reason": "ValueError: a | b\nsecond line"}},
+    }))
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+
+    tables = markdown_tables((tmp_path / "out" / "report.md").read_text())
+    for title, rows in tables.items():
+        assert {len(r) for r in rows} == {len(rows[0])}, (title, rows)
+        assert all(set(c) == {"-"} for c in rows[1]), title
+    training = next(rows for title, rows in tables.items() if title.startswith("training"))
+    assert [r[0] for r in training[2:]] == ["sie", "vicreg"]
+    assert "metrics/train/equivariance" in training[0] and "metrics/val/online/cls_top1" in training[0]
+    assert training[3][training[0].index("metrics/train/equivariance")] == "–"  # VICReg has no such term
+    assert any("second line" in c for rows in tables.values() for r in rows for c in r)
+
+    page = (tmp_path / "out" / "report.html").read_text()
+    for table in re.findall(r"<table>(.*?)</table>", page, re.S):
+        widths = {len(re.findall(r"<t[hd]>", tr)) for tr in re.findall(r"<tr>(.*?)</tr>", table, re.S)}
+        assert len(widths) == 1, table[:300]
 
 
 def test_report_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""End to end: `ssl-eq pretrain` run folders, load_run, resume, NaN stop, bad input, DDP on 2 CPU ranks."""
+"""End to end: `ssl-eq pretrain` run folders, validation, load_run, resume, NaN stop, bad input, DDP on 2 CPU ranks."""
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ssl_eq.cli import main
 from ssl_eq.datasets.synthetic import make_synthetic_dataset
 from ssl_eq.methods import NonFiniteLossError, compose_config, load_run, pretrain
+from ssl_eq.methods.run import trainer_kwargs
 from ssl_eq.methods.sie import SIE
 
 TINY = ["backbone=small_cnn", "backbone.widths=[8,16]", "data.image_size=32", "data.batch_size=8",
@@ -20,6 +23,7 @@ TINY = ["backbone=small_cnn", "backbone.widths=[8,16]", "data.image_size=32", "d
         "trainer.log_every_n_steps=1", "checkpoint.last_every_n_steps=1", "checkpoint.every_n_steps=2"]
 SIE_TINY = ["method=sie", "method.split.inv=8", "method.split.equi=8", "method.projector_inv=[16,16]",
             "method.projector_equi=[16,16]"]
+VAL_KEYS = {"val/loss", "val/equivariance", "val/online/cls_top1", "val/online/rotation_mse", "val/online/rotation_r2"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,7 @@ def test_pretrain_run_folder_and_load_run(data_root, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["method"] == "sie" and "train/equivariance" in metrics["metrics"]
     assert "online/rotation_r2" in metrics["metrics"] and "collapse/std_equi" in metrics["metrics"]
+    assert VAL_KEYS <= set(metrics["metrics"])
 
     model = load_run(run)
     assert not model.training and model.has_predictor and model.action_key == "rel_rotation_quat"
@@ -52,6 +57,62 @@ def test_pretrain_run_folder_and_load_run(data_root, tmp_path):
         pred = model.predict(embs["equi"], {"rel_rotation_quat": torch.tensor([[1.0, 0, 0, 0]] * 3)})
     assert reps["full"].shape == (3, 16) and reps["inv"].shape == (3, 8) and reps["equi"].shape == (3, 8)
     assert embs["inv"].shape == embs["equi"].shape == pred.shape == (3, 16)
+
+
+def test_validation_runs_on_schedule_and_at_the_end(data_root, tmp_path, monkeypatch, caplog):
+    """18 train objects / batch 8 = 2 steps per epoch: validation after epoch 1 (step 2) and once more at
+    the end (step 3, mid-epoch), so metrics.json holds the final val metrics; it never updates the encoder."""
+    seen = []
+    on_end = SIE.on_validation_epoch_end
+
+    def record(self):
+        seen.append((self.global_step, {n: p.clone() for n, p in self.named_parameters()}))
+        on_end(self)
+
+    monkeypatch.setattr(SIE, "on_validation_epoch_end", record)
+    run = tmp_path / "run"
+    summary = pretrain(run_cfg(data_root, run, "trainer.max_steps=3"))
+    assert [step for step, _ in seen] == [2, 3]
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert VAL_KEYS <= set(metrics) and metrics == summary["metrics"]
+    assert 0 <= metrics["val/online/cls_top1"] <= 1 and metrics["val/online/rotation_r2"] <= 1
+    assert "train/loss" in metrics  # training metrics are kept next to the final validation's
+    final = load_run(run)
+    assert all(torch.equal(p, final.state_dict()[n]) for n, p in seen[-1][1].items())
+
+    seen.clear()
+    summary = pretrain(run_cfg(data_root, tmp_path / "off", "trainer.max_steps=3", "trainer.limit_val_batches=0"))
+    assert not seen and not VAL_KEYS & set(summary["metrics"])
+
+    no_val = make_synthetic_dataset(tmp_path / "no_val", num_objects=24, views=4, size=32)
+    manifest = json.loads((no_val / "manifest.json").read_text())
+    manifest["split"] = {"train": manifest["split"]["train"], "val": []}
+    (no_val / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.INFO):
+        summary = pretrain(run_cfg(no_val, tmp_path / "empty", "trainer.max_steps=2"))
+    assert summary["status"] == "completed" and not seen and not VAL_KEYS & set(summary["metrics"])
+    assert "validation skipped: split 'val'" in caplog.text and "is empty" in caplog.text
+
+
+def test_trainer_kwargs_sync_batchnorm_only_on_cuda_with_several_ranks(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    base = compose_config(["data.root=unused"]).trainer
+    assert base.sync_batchnorm is True  # the config default is kept; it is resolved here
+    for overrides, expected in [({"accelerator": "cpu", "devices": 2}, False),
+                                ({"accelerator": "gpu", "devices": 1}, False),
+                                ({"accelerator": "gpu", "devices": 2}, True),
+                                ({"accelerator": "auto", "devices": "auto"}, True),
+                                ({"accelerator": "cuda", "devices": 1, "num_nodes": 2}, True),
+                                ({"accelerator": "gpu", "devices": "0,1", "sync_batchnorm": False}, False)]:
+        kwargs = trainer_kwargs({**base, **overrides})
+        assert kwargs["sync_batchnorm"] is expected, overrides
+        assert "channels_last" not in kwargs and kwargs["max_steps"] == base.max_steps
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_kwargs({**base, "accelerator": "auto", "devices": 2})["sync_batchnorm"] is False
+    with pytest.raises(ValueError, match=r"trainer.max_stepz: not an argument of pytorch_lightning.Trainer; valid: "
+                                         r"\[.*'max_steps'"):
+        trainer_kwargs({**base, "max_stepz": 3})  # e.g. from +trainer.max_stepz=3
 
 
 def test_kill_and_resume_continues_with_same_optimizer_state(data_root, tmp_path, monkeypatch):
@@ -100,11 +161,21 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path, monkeypat
         pretrain(run_cfg(data_root, run, "trainer.max_steps=6"))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
     assert json.loads((run / "metrics.json").read_text())["status"].startswith("failed: NonFiniteLossError")
+    assert all(torch.isfinite(p).all() for p in load_run(run).state_dict().values())  # last good checkpoint
 
 
-def test_bad_input(data_root, tmp_path, monkeypatch):
+def test_bad_input(data_root, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="not divisible by the 2 ranks"):
         pretrain(run_cfg(data_root, tmp_path / "a", "data.batch_size=7", "trainer.devices=2", "trainer.strategy=ddp"))
+    # 18 train objects: no full batch of 10 per rank on 2 ranks (incomplete batches are dropped)
+    with pytest.raises(ValueError, match=r"split 'train' of .* has 18 items, fewer than one batch per rank "
+                                         r"\(10 on each of 2 ranks, data.batch_size=20\)"):
+        pretrain(run_cfg(data_root, tmp_path / "s", "data.batch_size=20", "trainer.devices=2", "trainer.strategy=ddp"))
+    assert not (tmp_path / "s").exists()
+    assert main(["pretrain", "method=nope", f"data.root={data_root}"]) == 2
+    assert "unknown method 'nope'; valid: [" in capsys.readouterr().err
+    assert main(["pretrain", "trainer.max_stepz=1", f"data.root={data_root}"]) == 2
+    assert "unknown config key 'trainer.max_stepz'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="data.root is required"):
         pretrain(compose_config([*TINY, *SIE_TINY, f"run_dir={tmp_path / 'b'}"]))
     monkeypatch.setattr(SIE, "required_keys", ("images", "rel_rotation_quat", "rel_translation_object"))
@@ -112,18 +183,22 @@ def test_bad_input(data_root, tmp_path, monkeypatch):
         pretrain(run_cfg(data_root, tmp_path / "c"))
 
 
-def test_ddp_two_cpu_ranks_matches_single_process(data_root, tmp_path):
-    """Same global batch on 1 process and on 2 gloo ranks (per-sample norms: SyncBatchNorm needs a GPU)."""
-    common = ["backbone.norm=group", "method.head_batch_norm=false", "trainer.sync_batchnorm=false",
-              "trainer.max_steps=3", f"data.root={data_root}", *TINY, *SIE_TINY]
+def cli_pretrain(*overrides: str, timeout: float = 240) -> str:
+    """`python -m ssl_eq.cli pretrain ...` in a subprocess -> its output; fails the test on a non-zero exit."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cli = [sys.executable, "-m", "ssl_eq.cli", "pretrain"]
-    single = subprocess.run([*cli, *common, f"run_dir={tmp_path / 'single'}"], env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = subprocess.run([*cli, *common, f"run_dir={tmp_path / 'ddp'}", "trainer.devices=2", "trainer.strategy=ddp"],
-                         env=env, capture_output=True, text=True, timeout=240)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    assert "Starting with 2 processes" in ddp.stdout + ddp.stderr
+    done = subprocess.run([sys.executable, "-m", "ssl_eq.cli", "pretrain", *overrides], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_ddp_two_cpu_ranks_matches_single_process(data_root, tmp_path):
+    """Same global batch on 1 process and on 2 gloo ranks (per-sample norms, so both compute the same thing)."""
+    common = ["backbone.norm=group", "method.head_batch_norm=false", "trainer.max_steps=3", f"data.root={data_root}",
+              *TINY, *SIE_TINY]
+    cli_pretrain(*common, f"run_dir={tmp_path / 'single'}")
+    out = cli_pretrain(*common, f"run_dir={tmp_path / 'ddp'}", "trainer.devices=2", "trainer.strategy=ddp")
+    assert "Starting with 2 processes" in out
     a = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)
     assert a["global_step"] == b["global_step"] == 3
@@ -131,3 +206,13 @@ def test_ddp_two_cpu_ranks_matches_single_process(data_root, tmp_path):
         assert torch.allclose(p, b["state_dict"][name], rtol=1e-3, atol=1e-5), name
     moved = [n for n, p in a["state_dict"].items() if "backbone" in n and p.is_floating_point()]
     assert moved  # compared tensors include the trained encoder
+
+
+def test_ddp_on_cpu_with_batchnorm_and_default_sync_batchnorm(data_root, tmp_path):
+    """trainer.sync_batchnorm defaults to true; on CPU (gloo) it switches itself off instead of failing
+    ("SyncBatchNorm layers only work with GPU modules")."""
+    out = cli_pretrain(*TINY, *SIE_TINY, f"data.root={data_root}", f"run_dir={tmp_path / 'bn'}", "trainer.max_steps=2",
+                       "trainer.limit_val_batches=0", "trainer.devices=2", "trainer.strategy=ddp")
+    assert "Starting with 2 processes" in out and "trainer.sync_batchnorm=true ignored" in out
+    state = torch.load(tmp_path / "bn" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2 and any("running_mean" in n for n in state["state_dict"])

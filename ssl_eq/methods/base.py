@@ -2,8 +2,9 @@
 
 It owns the backbone, the inv / equi split of the representation, on-device augmentation
 and normalisation, the optimiser + warm-up/cosine schedule, online probes on detached
-features, collapse signals and the non-finite-loss guard. A method adds its heads
-(`build_heads`), its projection (`project`) and its loss (`step_loss`).
+features (trained on training batches, evaluated with the loss terms on the val split),
+collapse signals and the non-finite-loss guard. A method adds its heads (`build_heads`),
+its projection (`project`) and its loss (`step_loss`, free of side effects: validation calls it too).
 """
 from __future__ import annotations
 
@@ -33,6 +34,20 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss became NaN / inf (the last checkpoint is left untouched)."""
+
+
+def r2_statistics(pred: Tensor, target: Tensor) -> Tensor:
+    """pred, target (N, K) -> (2K + 2,) [N, Σ target (K), Σ target² (K), Σ squared error], to add up over
+    batches and ranks before r2_from_statistics."""
+    t, p = target.float(), pred.float()
+    return torch.cat([t.new_tensor([t.shape[0]]), t.sum(0), t.pow(2).sum(0), (p - t).pow(2).sum()[None]])
+
+
+def r2_from_statistics(stats: Tensor) -> Tensor:
+    """(2K + 2,) from r2_statistics -> () R² = 1 - SS_res / Σ_k SS_tot,k (per-output means, sums pooled)."""
+    k = (stats.numel() - 2) // 2
+    n, s, s2 = stats[0], stats[1:1 + k], stats[1 + k:1 + 2 * k]
+    return 1 - stats[-1] / (s2 - s.pow(2) / n).sum().clamp_min(1e-12)
 
 
 @dataclass
@@ -72,6 +87,8 @@ class BaseMethod(pl.LightningModule):
         self.build_heads()
         self.total_steps = 1
         self._last_finite_loss: float | None = None
+        self.validated_at_step: int | None = None      # global step of the last completed validation
+        self._val_rotation_stats: Tensor | None = None  # r2_statistics summed over the val epoch
 
     # ------------------------------------------------------------------ hooks for methods
     def build_heads(self) -> None:
@@ -150,12 +167,37 @@ class BaseMethod(pl.LightningModule):
         views, action = self.augment_views(batch["images"])
         out = self.step_loss(views, {**batch, "aug_action": action})
         self.check_finite(out)
-        probe_loss, probe_logs = self.online_probes(out.reps, batch)
+        probe_loss, probe_logs, _ = self.online_probes(out.reps, batch)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({f"train/{k}": v.detach() for k, v in out.terms.items()})
         self.log_dict(probe_logs)
         self.log_dict(self.collapse_signals(out.reps))
         return out.loss + probe_loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_rotation_stats = None
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Loss terms and online probes on un-augmented val items, logged as epoch means val/...; the rotation
+        R² is computed over the whole split in on_validation_epoch_end."""
+        images = batch["images"]
+        b, v = images.shape[:2]
+        views = self.preprocess(images.flatten(0, 1)).unflatten(0, (b, v))
+        out = self.step_loss(views, {**batch, "aug_action": views.new_zeros(b, v, self.augment.action_dim)})
+        _, logs, rot_stats = self.online_probes(out.reps, batch)
+        logs.pop("online/rotation_r2", None)
+        if b > 1:  # batch statistics (variance, covariance) are undefined for one item
+            logs.update({"loss": out.loss, **out.terms})
+        self.log_dict({f"val/{k}": val for k, val in logs.items()}, sync_dist=True, batch_size=b)
+        if rot_stats is not None:
+            self._val_rotation_stats = rot_stats if self._val_rotation_stats is None \
+                else self._val_rotation_stats + rot_stats
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_rotation_stats is not None:
+            stats = self.trainer.strategy.reduce(self._val_rotation_stats, reduce_op="sum")
+            self.log("val/online/rotation_r2", r2_from_statistics(stats))
+        self.validated_at_step = self.global_step
 
     def check_finite(self, out: StepOutput) -> None:
         """Raise NonFiniteLossError naming the step, the last finite loss and the term(s) that blew up."""
@@ -164,30 +206,36 @@ class BaseMethod(pl.LightningModule):
             return
         bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()] or ["(total only)"]
         raise NonFiniteLossError(
-            f"non-finite loss {float(out.loss)} at step {self.global_step}; last finite loss: "
+            f"non-finite loss {float(out.loss.detach())} at step {self.global_step}; last finite loss: "
             f"{self._last_finite_loss}; non-finite term(s): {', '.join(bad)}. The last checkpoint is kept; "
             f"lower the learning rate or enable trainer.gradient_clip_val, then re-run to resume.")
 
-    def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Linear classifier on inv and relative-rotation regressor on equi; detached, so no gradient reaches the encoder."""
+    def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor]
+                      ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
+        """Linear classifier on inv and relative-rotation regressor on equi (full where a part is empty).
+
+        reps: per view (B, D). Features are detached, so no gradient reaches the encoder. Returns the probe
+        loss (), logs {"online/...": ()} and the rotation probe's r2_statistics (10,) (None without rotations).
+        """
         parts = [self.split(r.detach()) for r in reps]
         loss = reps[0].new_zeros(())
         logs: dict[str, Tensor] = {}
+        rot_stats = None
         if "label" in batch:
             feats = torch.cat([p["inv"] if self.inv_dim else p["full"] for p in parts])
             labels = batch["label"].repeat(len(parts))
-            cls_loss, cls_logs = self.online_classifier.training_step((feats, labels), 0)
+            cls_loss, topk = self.online_classifier.shared_step((feats, labels), 0)
             loss = loss + cls_loss
-            logs.update({f"online/{k.removeprefix('train_online_')}": v for k, v in cls_logs.items()})
+            logs.update({"online/cls_loss": cls_loss.detach(), **{f"online/cls_top{k}": a for k, a in topk.items()}})
         if "rel_rotation_quat" in batch and len(parts) >= 2:
             key = "equi" if self.equi_dim else "full"
             pred = self.online_rotation(torch.cat([parts[0][key], parts[1][key]], -1))
             target = batch["rel_rotation_quat"].to(pred.dtype)
             rot_loss = F.mse_loss(pred, target)
             loss = loss + rot_loss
-            r2 = 1 - (pred - target).pow(2).sum() / (target - target.mean(0)).pow(2).sum().clamp_min(1e-12)
-            logs.update({"online/rotation_mse": rot_loss.detach(), "online/rotation_r2": r2.detach()})
-        return loss, logs
+            rot_stats = r2_statistics(pred.detach(), target)
+            logs.update({"online/rotation_mse": rot_loss.detach(), "online/rotation_r2": r2_from_statistics(rot_stats)})
+        return loss, logs, rot_stats
 
     def collapse_signals(self, reps: list[Tensor]) -> dict[str, Tensor]:
         """Mean per-dimension std of the L2-normalised parts (0 = collapsed, ~1/sqrt(d) = spread out)."""

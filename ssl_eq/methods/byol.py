@@ -38,10 +38,13 @@ class BYOL(InvariantOnlyMethod):
         m = self.cfg.method.momentum
         return cosine_schedule(self.global_step, self.total_steps, float(m.start), float(m.end))
 
-    def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """EMA update of the target before each training step (not in step_loss, which validation also calls)."""
         m = self.momentum()
         update_momentum(self.backbone, self.backbone_target, m)
         update_momentum(self.projector, self.projector_target, m)
+
+    def step_loss(self, views: Tensor, batch: dict[str, Tensor]) -> StepOutput:
         reps = self.encode_views(views)
         p1, p2 = (self.predictor(z) for z in self.project_views(reps))
         with torch.no_grad():

@@ -21,6 +21,8 @@ from ssl_eq.utils.io import write_atomic, write_json_atomic
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
 RESUMABLE_SECTIONS = ("trainer", "checkpoint")
+# keys of the `trainer` section read by the model, not passed to pl.Trainer
+MODEL_TRAINER_KEYS = ("channels_last",)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -85,6 +87,45 @@ def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> B
     return model.to(map_location).eval()
 
 
+def _devices_per_node(devices: Any) -> int:
+    """trainer.devices for CUDA (N, -1 / "auto" = all, [ids] or "0,1") -> number of GPUs per node."""
+    if devices in (-1, "-1", "auto"):
+        return torch.cuda.device_count()
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    return len(devices) if isinstance(devices, (list, tuple)) else int(devices)
+
+
+def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """pl.Trainer arguments from the `trainer` config section (all keys but MODEL_TRAINER_KEYS; others must be
+    pl.Trainer arguments, else ValueError listing them).
+
+    sync_batchnorm is kept only on CUDA with more than one rank: SyncBatchNorm needs GPU tensors (it breaks
+    DDP over gloo on CPU) and a single rank has nothing to sync. Otherwise it is switched off, with a log line.
+    """
+    import inspect
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities import rank_zero_info
+
+    t = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    kwargs = {k: v for k, v in t.items() if k not in MODEL_TRAINER_KEYS}
+    valid = set(inspect.signature(pl.Trainer).parameters)
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ValueError(f"trainer.{unknown[0]}: not an argument of pytorch_lightning.Trainer; valid: "
+                         f"{sorted(valid | set(MODEL_TRAINER_KEYS))}")
+    if kwargs.get("sync_batchnorm"):
+        accel = kwargs.get("accelerator", "auto")
+        cuda = accel in ("cuda", "gpu") or (accel == "auto" and torch.cuda.is_available())
+        world = _devices_per_node(kwargs.get("devices", 1)) * int(kwargs.get("num_nodes", 1)) if cuda else 1
+        if not cuda or world == 1:
+            kwargs["sync_batchnorm"] = False
+            reason = f"accelerator {accel!r} is not CUDA" if not cuda else "a single rank"
+            rank_zero_info(f"trainer.sync_batchnorm=true ignored: {reason} (BN statistics stay per rank)")
+    return kwargs
+
+
 def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
     """Record what the model needs to know about its data (kept in config.yaml and the checkpoint)."""
     data = cfg.data
@@ -110,11 +151,14 @@ def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
 
+    Validation runs as configured in `trainer` and once more at the end if the last one was at an earlier step,
+    so metrics.json holds the final val/... metrics (none when the val split is empty or limit_val_batches=0).
     Returns the metrics.json summary. Raises NonFiniteLossError on a NaN / inf loss; any failure is recorded in metrics.json.
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
+    from pytorch_lightning.utilities import rank_zero_info
 
     from ssl_eq.datasets import SSLDataModule
 
@@ -122,13 +166,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
-    t = cfg.trainer
     trainer = pl.Trainer(
-        default_root_dir=run_dir, max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
-        devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
-        gradient_clip_val=t.gradient_clip_val, sync_batchnorm=t.sync_batchnorm,
-        log_every_n_steps=t.log_every_n_steps, enable_progress_bar=t.enable_progress_bar,
-        deterministic=t.deterministic, limit_val_batches=0, num_sanity_val_steps=0,
+        **trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
         callbacks=[
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
@@ -144,12 +183,22 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                          f"{world} ranks (trainer.devices x trainer.num_nodes)")
     dm = SSLDataModule(cfg.data.root, kind=method_cls.batch_kind, batch_size=cfg.data.batch_size // world,
                        num_workers=cfg.data.num_workers, num_views=cfg.data.num_views, seed=cfg.seed,
-                       train_split=cfg.data.train_split)
+                       train_split=cfg.data.train_split, val_split=cfg.data.val_split, loader=cfg.data.loader,
+                       pin_memory=cfg.data.pin_memory, persistent_workers=cfg.data.persistent_workers,
+                       drop_last=cfg.data.drop_last)
     _fill_data_info(cfg, dm.info)
     missing = sorted(set(method_cls.required_keys) - set(dm.train_set[0]))
     if missing:
         raise ValueError(f"dataset {cfg.data.root} (variant {cfg.data.variant}, latents {cfg.data.latent_schema}) "
                          f"lacks {missing}, needed by method {cfg.method.name!r}")
+    n_train = len(dm.train_set)
+    if n_train // world < dm.batch_size:  # each rank drops its incomplete last batch: no step at all
+        raise ValueError(f"split {cfg.data.train_split!r} of {cfg.data.root} has {n_train} items, fewer than one "
+                         f"batch per rank ({dm.batch_size} on each of {world} ranks, data.batch_size="
+                         f"{cfg.data.batch_size}); lower data.batch_size or use more objects")
+    if trainer.limit_val_batches and len(dm.val_set) == 0:
+        rank_zero_info(f"validation skipped: split {dm.val_split!r} of {cfg.data.root} is empty")
+        trainer.limit_val_batches = 0
     _check_run_folder(run_dir, cfg)
     if trainer.is_global_zero:
         write_atomic(run_dir / "config.yaml", lambda p: OmegaConf.save(cfg, p, resolve=True))
@@ -158,17 +207,22 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     last = run_dir / "checkpoints" / "last.ckpt"
     start = time.time()
     status = "completed"
+    metrics: dict[str, torch.Tensor] = {}
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
         trainer.save_checkpoint(last)
+        if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
+            metrics.update(trainer.callback_metrics)  # validate() resets them
+            trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
     except BaseException as e:
         status = f"failed: {type(e).__name__}: {e}"
         raise
     finally:
+        metrics.update(trainer.callback_metrics)
         summary = {
             "method": cfg.method.name, "status": status, "global_step": trainer.global_step,
             "epoch": trainer.current_epoch, "wall_s": round(time.time() - start, 3),
-            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+            "metrics": {k: float(v) for k, v in metrics.items() if v.numel() == 1},
         }
         if trainer.is_global_zero:
             write_json_atomic(run_dir / "metrics.json", summary)

@@ -8,9 +8,10 @@ only-equivariant (split.inv = 0), a deeper hypernetwork, and an MLP on [embeddin
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_eq.methods.base import BaseMethod, StepOutput
@@ -23,11 +24,12 @@ class HyperNetPredictor(nn.Module):
     """Action (B, A) -> weights of a linear map (B, Ee, Ee), applied to z (B, Ee).
 
     hidden = [] is SIE's linear hypernetwork (one Linear(A, Ee*Ee), no bias); hidden = [4, 4] is
-    the paper's deeper variant (Linear-ReLU layers of width 4 before the output layer).
+    the paper's deeper variant (Linear-ReLU layers of width 4 before the output layer). As in SIE's
+    reference code, there is no normalisation layer.
     """
 
-    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
-        super().__init__()  # batch_norm: unused, the hypernetwork has no normalisation
+    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = ()) -> None:
+        super().__init__()
         self.emb_dim = emb_dim
         dims = [action_dim, *[int(h) for h in hidden]]
         layers: list[nn.Module] = []
@@ -35,6 +37,11 @@ class HyperNetPredictor(nn.Module):
             layers += [nn.Linear(a, b, bias=False), nn.ReLU()]
         layers.append(nn.Linear(dims[-1], emb_dim * emb_dim, bias=False))
         self.hypernet = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, emb_dim: int, method: DictConfig) -> "HyperNetPredictor":
+        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden."""
+        return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden))
 
     def weights(self, action: Tensor) -> Tensor:
         """(B, A) -> (B, Ee, Ee) predicted linear maps."""
@@ -46,17 +53,24 @@ class HyperNetPredictor(nn.Module):
 
 
 class MLPPredictor(nn.Module):
-    """[z; action] (B, Ee + A) -> (B, Ee) through Linear-BN-ReLU hidden layers."""
+    """[z; action] (B, Ee + A) -> (B, Ee) through Linear-BN-ReLU hidden layers (Linear-ReLU without batch_norm)."""
 
     def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
         super().__init__()
         self.net = mlp(emb_dim + action_dim, [*hidden, emb_dim], last_bias=True, batch_norm=batch_norm)
 
+    @classmethod
+    def from_config(cls, emb_dim: int, method: DictConfig) -> "MLPPredictor":
+        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.head_batch_norm."""
+        return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden), bool(method.head_batch_norm))
+
     def forward(self, z: Tensor, action: Tensor) -> Tensor:
         return self.net(torch.cat([z, action.to(z.dtype)], -1))
 
 
-PREDICTORS: dict[str, Callable[..., nn.Module]] = {"hypernetwork": HyperNetPredictor, "mlp": MLPPredictor}
+# method.predictor.type -> predictor class, built with `from_config(emb_dim, method_cfg)`
+PREDICTORS: dict[str, type[HyperNetPredictor | MLPPredictor]] = {"hypernetwork": HyperNetPredictor,
+                                                                  "mlp": MLPPredictor}
 
 
 def sie_loss(inv1: Tensor, equi1: Tensor, inv2: Tensor, equi2: Tensor, pred2: Tensor, *, invariance: float,
@@ -92,7 +106,7 @@ class SIE(BaseMethod):
         p = m.predictor
         if p.type not in PREDICTORS:
             raise ValueError(f"method.predictor.type: unknown predictor {p.type!r}; valid: {sorted(PREDICTORS)}")
-        self.predictor = PREDICTORS[p.type](self.equi_emb_dim, int(m.action_dim), list(p.hidden), batch_norm=bn)
+        self.predictor = PREDICTORS[p.type].from_config(self.equi_emb_dim, m)
 
     def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
         equi = self.projector_equi(reps["equi"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,10 +190,14 @@ def dataset_sheet(runs: list[RunInfo], out_png: Path) -> tuple[Path | None, str]
     return None, "; ".join(reasons) or "no run names a dataset"
 
 
+def _md_cell(value: Any) -> str:
+    """One Markdown table cell: a "|" or a line break (e.g. in an exception message) would split the row."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).replace("|", "\\|")
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(esc, r)) + " |" for r in rows])
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows])
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
