@@ -79,6 +79,9 @@ def test_validation_runs_on_schedule_and_at_the_end(data_root, tmp_path, monkeyp
     assert "train/loss" in metrics  # training metrics are kept next to the final validation's
     final = load_run(run)
     assert all(torch.equal(p, final.state_dict()[n]) for n, p in seen[-1][1].items())
+    again = pretrain(run_cfg(data_root, run, "trainer.max_steps=3"))  # re-running a finished run: nothing to train
+    assert again["global_step"] == 3 and again["metrics"]["train/loss"] == metrics["train/loss"]
+    assert again["wall_s"] >= summary["wall_s"]
 
     seen.clear()
     summary = pretrain(run_cfg(data_root, tmp_path / "off", "trainer.max_steps=3", "trainer.limit_val_batches=0"))

@@ -16,7 +16,7 @@ from ssl_eq.config import config_dir
 from ssl_eq.methods.commands import CONFIG_GROUPS, group_options
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
-from ssl_eq.utils.io import write_atomic, write_json_atomic
+from ssl_eq.utils.io import read_json, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
@@ -153,7 +153,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     Validation runs as configured in `trainer` and once more at the end if the last one was at an earlier step,
     so metrics.json holds the final val/... metrics (none when the val split is empty or limit_val_batches=0).
-    Returns the metrics.json summary. Raises NonFiniteLossError on a NaN / inf loss; any failure is recorded in metrics.json.
+    Returns the metrics.json summary (a resumed run keeps the earlier metrics it does not update and adds
+    up wall_s). Raises NonFiniteLossError on a NaN / inf loss; any failure is recorded in metrics.json.
     """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -208,6 +209,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     start = time.time()
     status = "completed"
     metrics: dict[str, torch.Tensor] = {}
+    summary_file = run_dir / "metrics.json"
+    previous = read_json(summary_file) if last.is_file() and summary_file.is_file() else {}  # a resumed run adds up
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
         trainer.save_checkpoint(last)
@@ -221,9 +224,10 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(trainer.callback_metrics)
         summary = {
             "method": cfg.method.name, "status": status, "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch, "wall_s": round(time.time() - start, 3),
-            "metrics": {k: float(v) for k, v in metrics.items() if v.numel() == 1},
+            "epoch": trainer.current_epoch, "wall_s": round(previous.get("wall_s", 0.0) + time.time() - start, 3),
+            "metrics": {**previous.get("metrics", {}),
+                        **{k: float(v) for k, v in metrics.items() if v.numel() == 1}},
         }
         if trainer.is_global_zero:
-            write_json_atomic(run_dir / "metrics.json", summary)
+            write_json_atomic(summary_file, summary)
     return summary

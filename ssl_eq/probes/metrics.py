@@ -19,6 +19,9 @@ DEFINITIONS: dict[str, str] = {
                  "canonical quaternions, so it exceeds the uniform R² for uninformative features)",
     "r2_uniform": "uniform-average R² (seq-JEPA, scikit-learn r2_score): mean over outputs j of "
                   "1 − Σᵢ(yᵢⱼ−ŷᵢⱼ)² / Σᵢ(yᵢⱼ−ȳⱼ)²",
+    "r2_pooled_mean_baseline": "pooled R² of the constant prediction of each output's training mean: the pooled "
+                               "R² that features without any information reach (the uniform R² of that baseline "
+                               "is ~0); read the pooled R² of a probe against it",
     "geodesic_deg": "mean geodesic angle in degrees between the normalised predicted and the true rotation "
                     "quaternion: 2·acos(|⟨q̂/‖q̂‖, q⟩|)",
     "top1": "top-1 accuracy (%) of the linear classifier on the validation objects' views",

@@ -95,6 +95,12 @@ def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: 
     result.add(f"{prefix}/r2_uniform", M.r2_uniform(pred, target), "r2_uniform")
 
 
+def _mean_baseline(result: ProbeResult, prefix: str, y_tr: Tensor, y_va: Tensor) -> None:
+    """Pooled R² of predicting the (N, K) training targets' per-output mean for every val target."""
+    result.add(f"{prefix}r2_pooled_mean_baseline", M.r2_pooled(y_tr.mean(0).expand_as(y_va), y_va),
+               "r2_pooled_mean_baseline")
+
+
 def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     """Linear classification of every view's representation part (train objects -> val objects)."""
     result = ProbeResult()
@@ -127,6 +133,7 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str,
     """Shared body of the relative / individual-view rotation probes: regress (N, 4) quaternions, report both
     R²s and the geodesic error. `inputs(feature_key)` gives the (train, val) input matrices."""
     result = ProbeResult()
+    _mean_baseline(result, "", y_tr, y_va)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
@@ -166,6 +173,7 @@ def probe_colour(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     p_tr, p_va = _split_pairs(ctx, cfg)
     y_tr = hue_differences(ctx.train["latents"], p_tr, ctx.latent_schema)
     y_va = hue_differences(ctx.val["latents"], p_va, ctx.latent_schema)
+    _mean_baseline(result, "", y_tr, y_va)
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
         pred = fit_head(_pair_inputs(ctx.train, key, p_tr), y_tr, _pair_inputs(ctx.val, key, p_va), 2, "mse",
@@ -181,6 +189,8 @@ def probe_translation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     columns(ctx.latent_schema, TRANSLATION, "translation prediction (3DIEBench-T)")
     a_tr = pair_actions(ctx.train["latents"], p_tr, ctx.latent_schema)
     a_va = pair_actions(ctx.val["latents"], p_va, ctx.latent_schema)
+    for frame in ("object", "base"):
+        _mean_baseline(result, f"{frame}/", a_tr[f"rel_translation_{frame}"], a_va[f"rel_translation_{frame}"])
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
         for frame in ("object", "base"):

@@ -114,10 +114,23 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) >= 10 else f"{value:.4g}"
 
 
+def _training_groups(runs: list[RunInfo]) -> dict[str, list[tuple[RunInfo, dict[str, float]]]]:
+    """metrics.json "metrics/<group>/<name>" -> table "training: <group>" with column <name> (train, val, online,
+    collapse, ...); keys without a group ("global_step", "wall_s", ...) go to "training: run"."""
+    split = [{} for _ in runs]
+    for per, r in zip(split, runs):
+        for key, value in r.training.items():
+            key = key.removeprefix("metrics/")
+            group, name = key.split("/", 1) if "/" in key else ("run", key)
+            per.setdefault(group, {})[name] = value
+    names = sorted({g for per in split for g in per}, key=lambda g: (g != "run", g))
+    return {f"training: {g}": [(r, per.get(g, {})) for r, per in zip(runs, split)] for g in names}
+
+
 def metric_tables(runs: list[RunInfo]) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) per table: training metrics, then one per probe; one row per run, dash if missing."""
     tables = []
-    groups: dict[str, list[tuple[RunInfo, dict[str, float]]]] = {"training": [(r, r.training) for r in runs]}
+    groups = _training_groups(runs)
     for probe in PROBE_ORDER:
         groups[f"probe: {probe}"] = [(r, {k.split("/", 1)[1]: v for k, v in r.probe.get("metrics", {}).items()
                                           if k.split("/", 1)[0] == probe}) for r in runs]
