@@ -1,6 +1,8 @@
 """Relative transformations, view / pair / sequence datasets, samplers, datamodule."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -135,7 +137,7 @@ def _batches(loader) -> list[dict[str, torch.Tensor]]:
 def test_thread_loader_equals_dataloader(tmp_path, encoding):
     """Worker threads yield exactly the batches torch's worker processes yield, in sampler order, and the
     sampler's epoch (set by Lightning through `.sampler`) changes the pairs."""
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, default_collate
 
     from ssl_eq.datasets import SSLDataModule, ThreadLoader, collate
 
@@ -154,8 +156,15 @@ def test_thread_loader_equals_dataloader(tmp_path, encoding):
     assert torch.cat([b["object_index"] for b in got]).tolist() == [i for _, i in sampler]
     ours.sampler.set_epoch(3)
     assert not all(torch.equal(a["view_indices"], b["view_indices"]) for a, b in zip(_batches(ours), got))
-    first = next(iter(ours))  # stopping early leaves no thread behind that fails
+    it = iter(ours)
+    first = next(it)
     assert first["images"].shape == (4, 2, 3, 16, 16) and first["images"].dtype == torch.uint8
+    it.close()  # the consumer stops early: the worker threads finish and exit
+    assert not [t for t in threading.enumerate() if t.name.startswith("ssl_eq-loader")]
+    items = pairs.__getitems__([(2, 0), (2, 5), (2, 9)])  # any collate_fn sees the items one by one
+    assert len(items) == 3 and torch.equal(items[-1]["images"], items.batch["images"][2])
+    by_default = default_collate(items)
+    assert all(torch.equal(by_default[k], v) for k, v in collate(items).items())
 
     dms = [SSLDataModule(root, kind="view", batch_size=8, num_workers=1, pin_memory=False, loader=kind)
            for kind in ("threads", "processes")]

@@ -380,9 +380,8 @@ class NativeDataset:
                                      f"valid JPEG ({e})") from e
             raise
         shape = (len(blobs), 3, self.image_size, self.image_size)
-        if self.decode_device != "cpu":
-            return torch.stack(decoded) if decoded else torch.zeros(shape, dtype=torch.uint8, device=self.decode_device)
-        out = batch_tensor(shape)
+        out = batch_tensor(shape) if self.decode_device == "cpu" else \
+            torch.empty(shape, dtype=torch.uint8, device=self.decode_device)
         if decoded:
             torch.stack(decoded, out=out)
         return out

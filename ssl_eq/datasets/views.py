@@ -10,6 +10,7 @@ epoch last given to `set_epoch`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Iterator
 
 import numpy as np
@@ -39,7 +40,7 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[Index]) -> list[dict[str, torch.Tensor]]:
+    def __getitems__(self, indices: list[Index]) -> ItemBatch:
         """Batched read used by the DataLoader (pass `collate_fn=collate` to skip re-stacking the items)."""
         flat = np.array([i[1] if isinstance(i, tuple) else i for i in indices], dtype=np.int64)  # (epoch, index)
         objs, views = self.objects[flat // self.source.views], flat % self.source.views
@@ -52,14 +53,21 @@ class ViewDataset(Dataset):
         })
 
 
-class ItemBatch(list):
-    """What `__getitems__` returns: the B item dicts (views into the batch tensors, so any collate_fn works)
-    plus `.batch`, the dict of (B, ...) tensors they were cut from, which `collate` hands on without a copy."""
+class ItemBatch(Sequence):
+    """What `__getitems__` returns: `.batch`, a dict of (B, ...) tensors, which `collate` hands on as it is, seen
+    as a sequence of B item dicts (views into the batch tensors, cut on access) so any collate_fn works."""
 
     def __init__(self, batch: dict[str, torch.Tensor]):
-        n = next(iter(batch.values())).shape[0]
-        super().__init__({k: v[i] for k, v in batch.items()} for i in range(n))
         self.batch = batch
+        self._len = next(iter(batch.values())).shape[0]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        if not -self._len <= i < self._len:
+            raise IndexError(f"item {i} of a batch of {self._len}")
+        return {k: v[i] for k, v in self.batch.items()}
 
 
 def collate(items: list[Any]) -> Any:
@@ -98,7 +106,7 @@ class MultiViewDataset(Dataset):
     def __getitem__(self, index: Index) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[Index]) -> list[dict[str, torch.Tensor]]:
+    def __getitems__(self, indices: list[Index]) -> ItemBatch:
         """Batched read: one gather / decode for all views of all items, actions computed batched."""
         pairs = [i if isinstance(i, tuple) else (self.epoch, i) for i in indices]  # (epoch, index)
         objs = self.objects[np.array([i for _, i in pairs], dtype=np.int64)]
