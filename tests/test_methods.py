@@ -11,7 +11,8 @@ from ssl_eq.geometry import canonical_quaternion
 from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method, compose_config
 from ssl_eq.methods.commands import group_options
 from ssl_eq.methods.base import r2_from_statistics, r2_statistics
-from ssl_eq.methods.sie import HyperNetPredictor, MLPPredictor, sie_loss
+from ssl_eq.methods.blocks.predictors import HyperNetPredictor, MLPPredictor
+from ssl_eq.methods.sie import sie_loss
 
 SIZE, BATCH, CLASSES = 32, 16, 3
 # shrink every width that a method config may declare (the configs hold the paper sizes)

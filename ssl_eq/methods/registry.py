@@ -1,7 +1,9 @@
 """Method registry: name -> BaseMethod subclass.
 
 Each method module registers its class with `@register_method(name)`; `get_method` imports every
-module of this package once, so adding a method is adding one file (plus configs/method/<name>.yaml).
+top-level module of this package once, so adding a method is adding one file (plus
+configs/method/<name>.yaml). Shared building blocks live in the sub-package `ssl_eq.methods.blocks`,
+which discovery does not scan; infrastructure modules (base, run, ...) are imported and register nothing.
 """
 from __future__ import annotations
 
@@ -14,8 +16,6 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, type["BaseMethod"]] = {}
 T = TypeVar("T")
-# infrastructure modules of the package that define no method
-_NOT_METHODS = {"base", "commands", "heads", "losses", "registry", "run"}
 
 
 def register_method(name: str) -> Callable[[T], T]:
@@ -32,7 +32,7 @@ def _discover() -> None:
     import ssl_eq.methods as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _NOT_METHODS:
+        if not info.ispkg:
             importlib.import_module(f"ssl_eq.methods.{info.name}")
 
 

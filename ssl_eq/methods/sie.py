@@ -8,69 +8,14 @@ only-equivariant (split.inv = 0), a deeper hypernetwork, and an MLP on [embeddin
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
-from omegaconf import DictConfig
-from torch import Tensor, nn
+from torch import Tensor
 
 from ssl_eq.methods.base import BaseMethod, StepOutput
-from ssl_eq.methods.heads import mlp
-from ssl_eq.methods.losses import invariance_loss, variance_covariance
+from ssl_eq.methods.blocks.heads import mlp
+from ssl_eq.methods.blocks.losses import invariance_loss, variance_covariance
+from ssl_eq.methods.blocks.predictors import PREDICTORS
 from ssl_eq.methods.registry import register_method
-
-
-class HyperNetPredictor(nn.Module):
-    """Action (B, A) -> weights of a linear map (B, Ee, Ee), applied to z (B, Ee).
-
-    hidden = [] is SIE's linear hypernetwork (one Linear(A, Ee*Ee), no bias); hidden = [4, 4] is
-    the paper's deeper variant (Linear-ReLU layers of width 4 before the output layer). As in SIE's
-    reference code, there is no normalisation layer.
-    """
-
-    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = ()) -> None:
-        super().__init__()
-        self.emb_dim = emb_dim
-        dims = [action_dim, *[int(h) for h in hidden]]
-        layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [nn.Linear(a, b, bias=False), nn.ReLU()]
-        layers.append(nn.Linear(dims[-1], emb_dim * emb_dim, bias=False))
-        self.hypernet = nn.Sequential(*layers)
-
-    @classmethod
-    def from_config(cls, emb_dim: int, method: DictConfig) -> "HyperNetPredictor":
-        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden."""
-        return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden))
-
-    def weights(self, action: Tensor) -> Tensor:
-        """(B, A) -> (B, Ee, Ee) predicted linear maps."""
-        return self.hypernet(action).view(-1, self.emb_dim, self.emb_dim)
-
-    def forward(self, z: Tensor, action: Tensor) -> Tensor:
-        """(B, Ee), (B, A) -> (B, Ee) = W(action) @ z."""
-        return torch.bmm(self.weights(action), z.unsqueeze(-1)).squeeze(-1)
-
-
-class MLPPredictor(nn.Module):
-    """[z; action] (B, Ee + A) -> (B, Ee) through Linear-BN-ReLU hidden layers (Linear-ReLU without batch_norm)."""
-
-    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
-        super().__init__()
-        self.net = mlp(emb_dim + action_dim, [*hidden, emb_dim], last_bias=True, batch_norm=batch_norm)
-
-    @classmethod
-    def from_config(cls, emb_dim: int, method: DictConfig) -> "MLPPredictor":
-        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.head_batch_norm."""
-        return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden), bool(method.head_batch_norm))
-
-    def forward(self, z: Tensor, action: Tensor) -> Tensor:
-        return self.net(torch.cat([z, action.to(z.dtype)], -1))
-
-
-# method.predictor.type -> predictor class, built with `from_config(emb_dim, method_cfg)`
-PREDICTORS: dict[str, type[HyperNetPredictor | MLPPredictor]] = {"hypernetwork": HyperNetPredictor,
-                                                                  "mlp": MLPPredictor}
 
 
 def sie_loss(inv1: Tensor, equi1: Tensor, inv2: Tensor, equi2: Tensor, pred2: Tensor, *, invariance: float,

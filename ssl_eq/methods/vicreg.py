@@ -4,8 +4,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ssl_eq.methods.base import InvariantOnlyMethod, StepOutput
-from ssl_eq.methods.heads import mlp
-from ssl_eq.methods.losses import invariance_loss, variance_covariance
+from ssl_eq.methods.blocks.heads import mlp
+from ssl_eq.methods.blocks.losses import invariance_loss, variance_covariance
 from ssl_eq.methods.registry import register_method
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
 from torch import Tensor
 
-from ssl_eq.methods.heads import gather_cat
+from ssl_eq.methods.blocks.heads import gather_cat
 
 __all__ = ["invariance_loss", "variance_covariance"]
 
