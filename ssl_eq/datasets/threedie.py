@@ -27,7 +27,7 @@ from PIL import Image
 from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
                                     NativeDataset, batch_tensor, is_shard_complete, remove_damaged_shard, shard_dir,
                                     shard_name, write_manifest, write_shard)
-from ssl_eq.utils.io import atomic_path, read_json, write_json_atomic, write_npy_atomic
+from ssl_eq.utils.io import atomic_path, read_json, read_json_object, write_json_atomic, write_npy_atomic
 
 # channel order of the files relative to the render -> function mapping (…, 3) between the two (an involution)
 CHANNEL_ORDERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -227,7 +227,7 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
               "encoding": encoding, "jpeg_quality": jpeg_quality, "objects_per_shard": objects_per_shard,
               "views": folder.views, "variant": folder.variant}
     cfg_path = out / IMPORT_CONFIG
-    if cfg_path.is_file() and read_json(cfg_path) != config:
+    if cfg_path.is_file() and read_json_object(cfg_path, "import config") != config:
         raise ValueError(f"{cfg_path} records different import options ({read_json(cfg_path)}); "
                          f"use a new output folder to import with {config}")
     write_json_atomic(cfg_path, config)

@@ -22,7 +22,7 @@ from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
-RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from")
+RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir")  # run_dir: a moved run folder resumes
 # keys of the `trainer` section read by the model, not passed to pl.Trainer
 MODEL_TRAINER_KEYS = ("channels_last",)
 

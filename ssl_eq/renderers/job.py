@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import native
-from ..utils.io import read_json, write_json_atomic
+from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import VARIANTS, RenderSettings, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
 
@@ -96,7 +96,7 @@ def _prepare_output(cfg: RenderConfig) -> Path:
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     cfg_path = out / RENDER_CONFIG
     if cfg_path.exists():
-        old = read_json(cfg_path, "render config")
+        old = read_json_object(cfg_path, "render config")
         if old == cfg.identity():
             return out
         if not cfg.overwrite:
@@ -152,7 +152,7 @@ class RenderJob:
         if native.is_shard_complete(out, index):
             return True
         skipped = out / SKIPPED_DIR / f"{native.shard_name(index)}.json"
-        return skipped.exists() and read_json(skipped)["num_rendered"] == 0
+        return skipped.exists() and read_json_object(skipped, "skip record").get("num_rendered") == 0
 
     def run(self) -> dict:
         from .renderer import MeshTensors, SceneRenderer, resolve_device
