@@ -310,12 +310,14 @@ def test_after_the_nan_guard_a_fork_with_a_lower_lr_continues(data_root, tmp_pat
     original = (run / "checkpoints" / "last.ckpt").read_bytes()
 
     cfg = compose_config(overrides(data_root, fork, "trainer.max_steps=6", "method.optim.lr=1e-4",
-                                   f"resume_from={run}/checkpoints/last.ckpt"))
+                                   "method.optim.weight_decay=2e-6", f"resume_from={run}/checkpoints/last.ckpt"))
     summary = pretrain(cfg)
     assert summary["status"] == "completed" and summary["global_step"] == 6
     state = torch.load(fork / "checkpoints" / "last.ckpt", weights_only=False)
     groups = state["optimizer_states"][0]["param_groups"]
     assert all(g["lr"] == pytest.approx(1e-4) and g["initial_lr"] == pytest.approx(1e-4) for g in groups)
+    assert all(g["weight_decay"] == pytest.approx(2e-6) for g in groups)
+    assert state["lr_schedulers"][0]["base_lrs"] == [pytest.approx(1e-4)] * len(groups)
     assert state["optimizer_states"][0]["state"]  # Adam moments carried over from the parent run
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == original      # the parent is untouched
     assert pretrain(cfg)["global_step"] == 6                                  # re-running the fork resumes it

@@ -102,19 +102,38 @@ class WallClock(pl.Callback):
 
 
 class OptimizerSettings(pl.Callback):
-    """Apply the config's method.optim lr / weight decay to a restored optimiser and its schedule.
+    """Scale a restored optimiser and its schedule by new / old method.optim lr and weight decay (a fork).
 
-    Lightning restores param groups and scheduler base values from the checkpoint; this rescales them to the
-    configured values (keeping the schedule's current factor), so a fork trains with the new settings. A fresh
-    run is unchanged (the values already match).
+    Lightning restores param groups and scheduler base values from the checkpoint; scaling (rather than setting)
+    keeps both the schedule's current factor and any rule a method uses to derive its learning rate.
     """
 
+    def __init__(self, lr_scale: float, wd_scale: float = 1.0, weight_decay: float | None = None) -> None:
+        self.lr_scale = lr_scale
+        self.wd_scale = wd_scale
+        self.weight_decay = weight_decay  # set on every group (when the checkpoint had none to scale)
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optim = pl_module.cfg.method.optim
-        lr, weight_decay = float(optim.lr), float(optim.weight_decay)
         for config in trainer.lr_scheduler_configs:
-            config.scheduler.base_lrs = [lr] * len(config.scheduler.base_lrs)
+            config.scheduler.base_lrs = [lr * self.lr_scale for lr in config.scheduler.base_lrs]
         for opt in trainer.optimizers:
             for group in opt.param_groups:
-                factor = group["lr"] / group.get("initial_lr", group["lr"]) if group.get("initial_lr") else 1.0
-                group.update(lr=lr * factor, initial_lr=lr, weight_decay=weight_decay)
+                group["lr"] *= self.lr_scale
+                if "initial_lr" in group:
+                    group["initial_lr"] *= self.lr_scale
+                group["weight_decay"] = group.get("weight_decay", 0.0) * self.wd_scale \
+                    if self.weight_decay is None else self.weight_decay
+
+
+def optimizer_settings(state: dict[str, Any], config: dict[str, Any]) -> OptimizerSettings | None:
+    """The callback that applies `config`'s method.optim lr / weight decay to a run restored from `state`
+    (None when they are those the checkpoint was trained with)."""
+    old = state["hyper_parameters"]["config"]["method"]["optim"]
+    new = config["method"]["optim"]
+    lr_scale = float(new["lr"]) / float(old["lr"])
+    old_wd, new_wd = float(old["weight_decay"]), float(new["weight_decay"])
+    if lr_scale == 1.0 and old_wd == new_wd:
+        return None
+    if old_wd > 0:
+        return OptimizerSettings(lr_scale, wd_scale=new_wd / old_wd)
+    return OptimizerSettings(lr_scale, weight_decay=new_wd)

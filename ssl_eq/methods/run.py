@@ -17,7 +17,7 @@ from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
 from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, OptimizerSettings, WallClock, check_fork,
-                                   read_checkpoint)
+                                   optimizer_settings, read_checkpoint)
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
@@ -137,20 +137,22 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _start_checkpoint(cfg: DictConfig, last: Path) -> Path | None:
-    """The checkpoint a run starts from (checked readable): its own last.ckpt, else `resume_from` (a fork)."""
+def _start_checkpoint(cfg: DictConfig, last: Path) -> tuple[Path | None, OptimizerSettings | None]:
+    """The checkpoint a run starts from (checked readable): its own last.ckpt, else `resume_from` (a fork),
+    with the callback applying a fork's new optimiser settings."""
     if last.is_file():
         read_checkpoint(last)
-        return last
+        return last, None
     source = cfg.get("resume_from")
     if not source:
-        return None
+        return None, None
     source = Path(str(source))
     if not source.is_file():
         raise FileNotFoundError(f"resume_from={source}: no such checkpoint file (give RUN/checkpoints/last.ckpt "
                                 f"or RUN/checkpoints/step=N.ckpt)")
-    check_fork(read_checkpoint(source), OmegaConf.to_container(cfg, resolve=True), source)
-    return source
+    state, config = read_checkpoint(source), OmegaConf.to_container(cfg, resolve=True)
+    check_fork(state, config, source)
+    return source, optimizer_settings(state, config)
 
 
 def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
@@ -201,7 +203,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     last = run_dir / CHECKPOINT_DIR / LAST
     summary_file = run_dir / "metrics.json"
-    start_from = _start_checkpoint(cfg, last)
+    start_from, optim_change = _start_checkpoint(cfg, last)
     previous = read_json_object(summary_file, "run summary") if last.is_file() and summary_file.is_file() else {}
     clock = WallClock(previous.get("wall_s", 0.0))
     trainer = pl.Trainer(
@@ -212,7 +214,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                             every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=-1),
             ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint.last_every_n_steps,
                             save_top_k=0, save_last=True),
-            LearningRateMonitor("step"), clock, OptimizerSettings(),
+            LearningRateMonitor("step"), clock, *([optim_change] if optim_change else []),
         ],
     )
     world = trainer.world_size

@@ -2,6 +2,7 @@
 
 Outputs: RUN/probe/probe.json (every metric with its definition, the config used, per-probe status),
 RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+probe.json merges: a run replaces the entries of the probes it ran and keeps the others (`merge_reports`).
 A probe that cannot apply or fails is recorded with its reason; the others still run.
 """
 from __future__ import annotations

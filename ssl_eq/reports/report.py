@@ -1,7 +1,9 @@
 """`ssl-eq report`: report.md + self-contained report.html over one or more run folders.
 
 Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves)
-and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note, never an error.
+and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note; a folder holding none of
+them is refused, and a run whose metrics.json status is not "completed" is named "(failed)" / "(running or
+killed)" with its training metrics left out.
 """
 from __future__ import annotations
 
