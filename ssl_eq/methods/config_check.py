@@ -88,7 +88,7 @@ def type_errors(config: dict[str, Any], default: dict[str, Any], prefix: str = "
     errors = []
     for key, value in config.items():
         name = f"{prefix}{key}"
-        if key not in default or value == "???":
+        if key not in default or value == "???" or (isinstance(value, str) and value.startswith("${")):
             continue
         ref = default[key]
         if isinstance(ref, dict) and isinstance(value, dict):
@@ -115,10 +115,19 @@ def range_errors(config: dict[str, Any]) -> list[str]:
     return errors
 
 
+def _plain(config: Any) -> Any:
+    """A DictConfig as plain containers, interpolations resolved where they can be (not those to a ??? value)."""
+    if not isinstance(config, (DictConfig, ListConfig)):
+        return config
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation to a missing value: compare it unresolved
+        return OmegaConf.to_container(config, resolve=False)
+
+
 def check_config(config: DictConfig | dict[str, Any], default: DictConfig | dict[str, Any] | None = None) -> None:
     """ValueError listing every bad value: types against `default` (when given), then RANGES."""
-    plain = [OmegaConf.to_container(c, resolve=False) if isinstance(c, (DictConfig, ListConfig)) else c
-             for c in (config, default)]
+    plain = [_plain(c) for c in (config, default)]
     errors = type_errors(plain[0], plain[1]) if plain[1] is not None else []
     typed = {e.split("=", 1)[0] for e in errors}
     errors += [e for e in range_errors(plain[0]) if e.split("=", 1)[0] not in typed]
