@@ -5,11 +5,14 @@ indexing) and can choose its epoch on held-out train objects: with `holdout_frac
 train objects is set aside (fixed examples), the head is scored on it after every epoch, training stops after
 `patience` epochs without improvement, and the head of the epoch with the lowest held-out loss is the one
 evaluated. With `holdout_fraction` 0 the last epoch's head is evaluated (the papers' scripts).
+`start_from_mean`: the output layer starts as the constant prediction of the training targets' mean (weights 0,
+bias = mean; log class frequencies for classification), and this "epoch 0" head is a selection candidate: features
+that carry nothing usable on held-out objects then score the mean baseline instead of the head's overfitting.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -33,18 +36,23 @@ class HeadConfig:
     seed: int = 0
     holdout_fraction: float = 0.0                      # > 0: choose the epoch on this part of the train objects
     patience: int | None = None                        # stop after this many epochs without held-out improvement
+    start_from_mean: bool = False                      # output layer starts as the mean prediction (epoch 0)
 
 
 @dataclass
 class FitResult:
     """Outputs (M, out_dim) on the evaluation rows and how the epoch was chosen."""
     pred: Tensor
-    epoch: int                 # 1-based epoch of the evaluated head
+    epoch: int                 # 1-based epoch of the evaluated head (0: the initial mean prediction)
     epochs_run: int
     holdout_loss: float | None  # held-out loss at `epoch` (None without selection)
+    train_examples: int         # examples drawn per epoch
+    holdout_examples: int
 
     def summary(self) -> dict[str, float | int | None]:
-        return {"epoch": self.epoch, "epochs_run": self.epochs_run, "holdout_loss": self.holdout_loss}
+        return {"epoch": self.epoch, "epochs_run": self.epochs_run, "holdout_loss": self.holdout_loss,
+                "train_examples_per_epoch": self.train_examples, "holdout_examples": self.holdout_examples,
+                "eval_examples": len(self.pred)}
 
 
 def make_head(in_dim: int, out_dim: int, hidden: list[int]) -> nn.Module:
@@ -64,11 +72,40 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def _start_from_mean(head: nn.Module, targets: Tensor, loss: str, out_dim: int) -> None:
+    """Set the last Linear of `head` to the constant prediction of (N, out_dim) / (N,) class `targets`."""
+    last = head[-1]
+    if loss == "cross_entropy":
+        freq = torch.bincount(targets, minlength=out_dim).float() / len(targets)
+        bias = freq.clamp_min(1e-6).log()
+    else:
+        bias = targets.float().mean(0)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(bias.to(last.bias.device))
+
+
 def predict(head: nn.Module, examples: ViewTuples, rows: Tensor, device: torch.device | str = "cpu") -> Tensor:
     """(N, 1 + arity) rows -> (N, out_dim) CPU outputs of `head` in eval mode, in chunks."""
     head.eval()
     with torch.no_grad():
         return torch.cat([head(examples.inputs(r).to(device)).cpu() for r in rows.split(PREDICT_CHUNK)])
+
+
+class _Selection:
+    """Scores a head on fixed held-out examples and keeps the state of the epoch with the lowest loss."""
+
+    def __init__(self, holdout: ViewTuples, gen: torch.Generator, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 device: torch.device | str):
+        self.holdout, self.loss_fn, self.device = holdout, loss_fn, device
+        self.rows = holdout.draw(gen)
+        self.targets = holdout.target(self.rows)
+        self.loss, self.epoch, self.state = float("inf"), 0, None
+
+    def update(self, head: nn.Module, epoch: int) -> None:
+        loss = float(self.loss_fn(predict(head, self.holdout, self.rows, self.device), self.targets))
+        if loss < self.loss:
+            self.loss, self.epoch, self.state = loss, epoch, copy.deepcopy(head.state_dict())
 
 
 def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out_dim: int, loss: str,
@@ -85,25 +122,30 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
     loss_fn = LOSSES[loss]
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    holdout, hold_rows = None, None
+    holdout = None
     if cfg.holdout_fraction > 0:
         kept, held = split_objects(train.object_ids, cfg.holdout_fraction, gen)
-        train, holdout = train.subset(kept), train.subset(held)
+        # held-out examples are drawn as the evaluation ones are (same number per object), once
+        train, holdout = train.subset(kept), replace(train.subset(held), per_object=evaluation.per_object)
     if cfg.standardize:
         mean, std = train.feature_stats(STD_EPS)
         train, evaluation = train.standardized(mean, std), evaluation.standardized(mean, std)
         holdout = holdout.standardized(mean, std) if holdout is not None else None
-    if holdout is not None:
-        hold_rows = holdout.draw(gen)
-        hold_y = holdout.target(hold_rows)
+    selection = _Selection(holdout, gen, loss_fn, device) if holdout is not None else None
     head = make_head(train.features.shape[-1] * train.arity, out_dim, cfg.hidden).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best = (float("inf"), cfg.epochs, None)  # (held-out loss, epoch, head state)
+    rows = train.draw(gen)
+    targets = train.target(rows)
+    if cfg.start_from_mean:
+        _start_from_mean(head, targets, loss, out_dim)
+        if selection is not None:
+            selection.update(head, 0)
     epoch = 0
     for epoch in range(1, cfg.epochs + 1):
         head.train()
-        rows = train.draw(gen)
-        targets = train.target(rows)
+        if epoch > 1:  # fresh examples every epoch
+            rows = train.draw(gen)
+            targets = train.target(rows)
         total = 0.0
         for idx in torch.randperm(len(rows), generator=gen).split(cfg.batch_size):
             opt.zero_grad(set_to_none=True)
@@ -113,17 +155,16 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
             total += float(batch_loss.detach()) * len(idx)
         if on_epoch is not None:
             on_epoch(epoch - 1, total / len(rows))
-        if holdout is None:
-            continue
-        held_loss = float(loss_fn(predict(head, holdout, hold_rows, device), hold_y))
-        if held_loss < best[0]:
-            best = (held_loss, epoch, copy.deepcopy(head.state_dict()))
-        elif cfg.patience is not None and epoch - best[1] >= cfg.patience:
-            break
-    if best[2] is not None:
-        head.load_state_dict(best[2])
-    return FitResult(pred=predict(head, evaluation, eval_rows, device), epoch=best[1] if holdout is not None else epoch,
-                     epochs_run=epoch, holdout_loss=best[0] if holdout is not None else None)
+        if selection is not None:
+            selection.update(head, epoch)
+            if cfg.patience is not None and epoch - selection.epoch >= cfg.patience:
+                break
+    if selection is not None and selection.state is not None:
+        head.load_state_dict(selection.state)
+    return FitResult(pred=predict(head, evaluation, eval_rows, device),
+                     epoch=selection.epoch if selection is not None else epoch, epochs_run=epoch,
+                     holdout_loss=selection.loss if selection is not None else None, train_examples=len(rows),
+                     holdout_examples=len(selection.rows) if selection is not None else 0)
 
 
 def fit_head(x_train: Tensor, y_train: Tensor, x_val: Tensor, out_dim: int, loss: str, cfg: HeadConfig,

@@ -72,7 +72,8 @@ def _head_config(cfg: dict, seed: int) -> HeadConfig:
                       weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
                       standardize=bool(cfg.get("standardize", False)), seed=seed,
                       holdout_fraction=float(cfg.get("holdout_fraction") or 0.0),
-                      patience=None if patience is None else int(patience))
+                      patience=None if patience is None else int(patience),
+                      start_from_mean=bool(cfg.get("start_from_mean", False)))
 
 
 def _parts(ctx: ProbeContext, cfg: dict, result: ProbeResult) -> list[str]:
