@@ -69,6 +69,21 @@ def test_conventions_reach_pair_and_sequence_items(ds):
         PairDataset(ds, quaternion_sign="positive")
 
 
+def test_conventions_are_pretrain_options_reaching_the_datamodule(tmp_path):
+    from ssl_eq.datasets import SSLDataModule
+    from ssl_eq.methods import compose_config
+
+    assert compose_config().data.quaternion_sign == "canonical" and compose_config().data.colour_targets == "wrapped"
+    paper = compose_config(["experiment=sie_3diebench"]).data
+    assert (paper.quaternion_sign, paper.colour_targets) == ("scipy", "raw")
+    root = make_synthetic_dataset(tmp_path / "d", num_objects=4, views=3, size=8)
+    dm = SSLDataModule(root, kind="pair", batch_size=2, quaternion_sign="scipy", colour_targets="raw")
+    dm.setup()
+    assert dm.train_set.conventions == dm.val_set.conventions == {"quaternion_sign": "scipy", "colour_targets": "raw"}
+    with pytest.raises(ValueError, match="data.colour_targets"):
+        SSLDataModule(root, colour_targets="modulo")
+
+
 def test_relative_other_latents_and_translation():
     lat1 = torch.tensor([[0.3, -0.2, 1.0, 0.95, 0.1, 6.2, 0.05, 0.1, -0.2, 0.3]])
     lat2 = torch.tensor([[-0.5, 0.4, 0.2, 0.05, 0.7, 0.1, 0.9, -0.4, 0.5, 0.0]])

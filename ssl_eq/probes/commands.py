@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="'all' or a comma-separated list of: linear, rotation, view_rotation, colour, translation, "
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
-    p.add_argument("--device", default="cpu", help="torch device for extraction (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device for extraction and probe heads (default cpu)")
     p.add_argument("--protocol", help="probe protocol preset in configs/probe/: default (fresh pairs, held-out "
                                       "epoch selection) or sie_reference (the SIE / EquiCaps papers' protocol); "
                                       "default: default")
