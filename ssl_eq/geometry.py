@@ -67,7 +67,7 @@ def matrix_to_quaternion(matrix: Tensor) -> Tensor:
 
 
 def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
-    """(..., 3) extrinsic-xyz Euler angles -> (..., 4) wxyz quaternion q_z ⊗ q_y ⊗ q_x, q_a = (cos a/2, sin a/2 · axis).
+    """(..., 3) extrinsic-xyz Euler angles -> (..., 4) wxyz q_z ⊗ q_y ⊗ q_x, q_a = (cos a/2, sin a/2 · axis).
 
     The sign is not canonicalised: it is the one scipy's ``Rotation.from_euler("xyz", a)`` stores.
     """

@@ -9,7 +9,8 @@ differences wrapped to [-π, π). 3DIEBench-T: the object matrix is R·T(t), so 
 Two conventions are named options (`data.quaternion_sign`, `data.colour_targets`, and the probes' own):
 - quaternion sign: "canonical" (w >= 0) or "scipy", the sign of scipy's `(R1.inv() * R2).as_quat()` as the SIE /
   EquiCaps / seq-JEPA loaders use it. scipy composes the stored quaternions (it does not convert the composed
-  matrix): conj(q1) ⊗ q2 with q = q_z ⊗ q_y ⊗ q_x from `from_euler("xyz")`, so ~4.4 % of 3DIEBench pairs have w < 0.
+  matrix): conj(q1) ⊗ q2 with q = q_z ⊗ q_y ⊗ q_x from `from_euler("xyz")`, so ~4.4 % of 3DIEBench pairs
+  have w < 0.
 - colour targets: hue differences "wrapped" to [-0.5, 0.5) or "raw" in (-1, 1) (the SIE colour probe).
 """
 from __future__ import annotations

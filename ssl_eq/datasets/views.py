@@ -144,7 +144,8 @@ class PairDataset(MultiViewDataset):
     """Two different random views per object (fresh each epoch) and the transformation view 1 -> view 2:
     images (2, 3, H, W), latents (2, D), view_indices (2,), rel_rotation_quat (4,), ... (no leading M-1 axis)."""
 
-    def __init__(self, source: Any, split: str | None = "train", seed: int = 0, fixed: bool = False, **conventions: str):
+    def __init__(self, source: Any, split: str | None = "train", seed: int = 0, fixed: bool = False,
+                 **conventions: str):
         super().__init__(source, split, num_views=2, seed=seed, fixed=fixed, **conventions)
 
     def _actions(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:

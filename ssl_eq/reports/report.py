@@ -186,7 +186,8 @@ def headline(runs: list[RunInfo]) -> tuple[list[str], list[list[str]], str]:
         views = r.probe.get("dataset", {}).get("views")
         rows.append([r.name, f"{r.method} (ceiling)" if _is_ceiling(r) else r.method, _protocol(r),
                      _fmt(_metric(r, "linear/inv/top1")), _fmt(_metric(r, "linear/full/top1")), part or DASH,
-                     _fmt(_metric(r, f"rotation/{part}/r2_pooled")), _fmt(_metric(r, "rotation/r2_pooled_mean_baseline")),
+                     _fmt(_metric(r, f"rotation/{part}/r2_pooled")),
+                     _fmt(_metric(r, "rotation/r2_pooled_mean_baseline")),
                      _fmt(_metric(r, f"rotation/{part}/r2_uniform")),
                      _fmt(_metric(r, "rotation/r2_uniform_mean_baseline")), _fmt(_metric(r, "predictor/val/hit@1")),
                      _fmt(1 / views) if views else DASH])
