@@ -225,7 +225,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                        num_workers=cfg.data.num_workers, num_views=cfg.data.num_views, seed=cfg.seed,
                        train_split=cfg.data.train_split, val_split=cfg.data.val_split, loader=cfg.data.loader,
                        pin_memory=cfg.data.pin_memory, persistent_workers=cfg.data.persistent_workers,
-                       drop_last=cfg.data.drop_last)
+                       drop_last=cfg.data.drop_last, quaternion_sign=cfg.data.quaternion_sign,
+                       colour_targets=cfg.data.colour_targets)
     _fill_data_info(cfg, dm.info)
     missing = sorted(set(method_cls.required_keys) - set(dm.train_set[0]))
     if missing:
