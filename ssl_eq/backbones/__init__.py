@@ -1,8 +1,9 @@
 """Encoders mapping images (B, 3, H, W) to a flat representation (B, D).
 
 `build_backbone(name, **kwargs) -> (module, D)`; the registry `BACKBONES` holds
-torchvision ResNets (stem chosen for the image size) and a small CPU-friendly
-conv net for demos and tests.
+torchvision ResNets (stem chosen for the image size), the SIE / EquiCaps ResNet-18
+(`resnet18_sie`, ssl_eq.backbones.resnet_sie) and a small CPU-friendly conv net for
+demos and tests.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 from torchvision.models import resnet
+
+from ssl_eq.backbones.resnet_sie import ResNetSIE
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
 
@@ -47,6 +50,12 @@ def resnet18(stem: str = "imagenet", zero_init_residual: bool = True) -> tuple[n
 @register_backbone("resnet50")
 def resnet50(stem: str = "imagenet", zero_init_residual: bool = True) -> tuple[nn.Module, int]:
     return _resnet(resnet.resnet50, stem, zero_init_residual)
+
+
+@register_backbone("resnet18_sie")
+def resnet18_sie(zero_init_residual: bool = True) -> tuple[nn.Module, int]:
+    net = ResNetSIE((2, 2, 2, 2), zero_init_residual)
+    return net, net.out_dim
 
 
 # norm name -> (channels -> layer); "group" (one group: per-sample statistics) needs no batch statistics,
