@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_eq.methods import compose_config
+from ssl_eq.methods import build_method, compose_config
 from ssl_eq.methods.sie import sie_loss
 
 # the reference README command's coefficients
@@ -76,3 +76,25 @@ def test_sie_loss_matches_the_reference_formulas(method, only_equi, pred_var):
     # the input exercises every term: active and inactive hinges, non-zero covariances
     assert all(v > 1e-3 for v in expected.values())
     assert (ref_std(x["equi1"]) > 1).any() and (ref_std(x["equi1"]) < 1).any()
+
+
+def test_sie_3diebench_experiment_has_the_published_defaults():
+    """experiment=sie_3diebench is the reference README command (sie.md §1 "Matching already", §2, §3)."""
+    cfg = compose_config(["experiment=sie_3diebench", "data.root=unused", "data.num_classes=55"])
+    m = cfg.method
+    assert (cfg.backbone.name, m.name) == ("resnet18_sie", "sie")
+    assert dict(m.split) == {"inv": 256, "equi": 256}
+    assert list(m.projector_inv) == list(m.projector_equi) == [1024, 1024, 1024] and m.head_batch_norm
+    assert m.predictor.type == "hypernetwork" and list(m.predictor.hidden) == []
+    assert dict(m.loss) == {"invariance": SIM_COEFF, "equivariance": EQUI_FACTOR * SIM_COEFF, "variance": STD_COEFF,
+                            "predictor_variance": STD_COEFF, "covariance": COV_COEFF}
+    o = m.optim
+    assert (o.name, o.lr, o.weight_decay, o.warmup_steps, o.final_lr_factor) == ("adam", 1e-3, 1e-6, 0, 1.0)
+    assert (cfg.data.batch_size, cfg.data.image_size, cfg.trainer.max_epochs, cfg.trainer.max_steps) == \
+        (1024, 256, 2000, -1)
+    assert list(cfg.augment.transforms) == []
+    assert list(cfg.augment.normalize.mean) == [0.5016, 0.5037, 0.5060]
+    assert list(cfg.augment.normalize.std) == [0.1030, 0.0999, 0.0969]
+    model = build_method(cfg)
+    assert sum(p.numel() for p in model.backbone.parameters()) == 11_180_736
+    assert (model.inv_dim, model.equi_dim) == (256, 256)
