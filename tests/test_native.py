@@ -120,3 +120,31 @@ def test_wrong_latent_length_in_shard(tmp_path):
     np.save(shard_dir(root, 0) / "latents.npy", np.zeros((3, 2, 5), np.float32))
     with pytest.raises(ValueError, match=r"latents.npy: expected shape \(3, 2, 7\)"):
         NativeDataset(root)
+
+
+@pytest.mark.parametrize("labels, fraction, n_val", [
+    ([0, 3, 7, 11], 0.5, 2),                # 4 objects of 12 classes: per-class rounding gave an empty val split
+    ([0, 1, 2, 3, 4, 5], 0.25, 2),          # round(1.5) half up, one object in each of two classes
+    ([0] * 5 + [1] * 3 + [2] * 2 + [3], 0.3, 3),
+    ([0] * 10 + [1] * 10, 0.2, 4),          # exact shares: 2 per class
+    ([0, 0, 1], 0.9, 2),                    # train keeps at least one object
+    ([0, 1, 2], 0.0, 0),
+])
+def test_stratified_split_gives_the_val_size_asked_for(labels, fraction, n_val):
+    ids = [f"o{i}" for i in range(len(labels))]
+    split = native.stratified_split(ids, labels, fraction, seed=1)
+    assert len(split["val"]) == n_val
+    assert sorted(split["train"] + split["val"]) == sorted(ids)
+    of = dict(zip(ids, labels))
+    for c in set(labels):  # stratified: each class gets the floor or the ceiling of its share
+        share = fraction * labels.count(c)
+        assert np.floor(share) <= sum(of[o] == c for o in split["val"]) <= np.ceil(share)
+    assert native.stratified_split(ids, labels, fraction, seed=1) == split
+
+
+def test_stratified_split_spreads_ties_over_classes():
+    """Classes with equal remainders get the extra val objects in an order that depends on the seed."""
+    labels = list(range(12))
+    chosen = {tuple(sorted(native.stratified_split([f"o{i}" for i in labels], labels, 0.25, seed=s)["val"]))
+              for s in range(5)}
+    assert all(len(c) == 3 for c in chosen) and len(chosen) > 1

@@ -220,17 +220,23 @@ def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
 
 def stratified_split(object_ids: Sequence[str], labels: Sequence[int], val_fraction: float,
                      seed: int = 0) -> dict[str, list[str]]:
-    """Per-class random split {"train": ids, "val": ids}; each class with >= 2 objects keeps one of each."""
+    """Stratified random split {"train": ids, "val": ids} with round(val_fraction * N) val objects in total
+    (half up, at most N - 1): each class gets the floor of its share val_fraction * n_c, and the objects left
+    over go to the classes with the largest remainders (ties in random order), so a dataset with few objects
+    per class still gets the val split asked for."""
     ids = np.asarray(list(object_ids), dtype=str)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    total = min(int(np.floor(val_fraction * len(ids) + 0.5)), max(len(ids) - 1, 0))
+    share = val_fraction * counts
+    n_val = np.floor(share).astype(np.int64)
+    tie_break = rng.permutation(len(classes))
+    by_remainder = np.lexsort((tie_break, -(share - n_val)))  # largest remainder first
+    n_val[by_remainder[:total - n_val.sum()]] += 1
     val_mask = np.zeros(len(ids), bool)
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(val_fraction * len(members)))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val_mask[members[:n_val]] = True
+    for c, n in zip(classes, n_val):
+        val_mask[rng.permutation(np.flatnonzero(labels == c))[:n]] = True
     return {"train": ids[~val_mask].tolist(), "val": ids[val_mask].tolist()}
 
 
