@@ -148,3 +148,16 @@ def test_stratified_split_spreads_ties_over_classes():
     chosen = {tuple(sorted(native.stratified_split([f"o{i}" for i in labels], labels, 0.25, seed=s)["val"]))
               for s in range(5)}
     assert all(len(c) == 3 for c in chosen) and len(chosen) > 1
+
+
+def test_stored_jpeg_files_and_channel_order_bad_input(tmp_path):
+    arrs = _arrays()
+    with pytest.raises(ValueError, match=r"jpeg_bytes needs encoding 'jpeg' and K\*V=6 files"):
+        write_shard(tmp_path, 0, **arrs, encoding="jpeg", jpeg_bytes=[b"x"] * 5)
+    with pytest.raises(ValueError, match="channel_order must be 'rgb', or 'bgr' for stored jpeg_bytes"):
+        write_shard(tmp_path, 0, **arrs, encoding="jpeg", channel_order="bgr")
+    root = make_synthetic_dataset(tmp_path / "d", num_objects=3, views=2, size=8)
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "channel_order": "bgr"}))
+    with pytest.raises(ValueError, match=r"channel_order must be one of \('rgb', 'bgr'\).*with encoding 'raw'"):
+        read_manifest(root)
