@@ -2,6 +2,7 @@
 
 Outputs: RUN/probe/probe.json (every metric with its definition, the config used, per-probe status),
 RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+probe.json merges: a run replaces the entries of the probes it ran and keeps the others (`merge_reports`).
 A probe that cannot apply or fails is recorded with its reason; the others still run.
 """
 from __future__ import annotations
@@ -18,11 +19,12 @@ from ssl_eq.config import config_dir
 from ssl_eq.probes.features import extract_features, file_digest, load_cached, save_cached
 from ssl_eq.probes.targets import MissingLatents
 from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
-from ssl_eq.utils.io import write_json_atomic
+from ssl_eq.utils.io import read_json_object, write_json_atomic
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
 PROBE_DIR = "probe"
+PROBE_FILE = "probe.json"
 DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
 
 
@@ -163,12 +165,15 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
         results = evaluate(ctx, names, cfg)
     finally:
         writer.close()
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for record in results["probes"].values():
+        record.update(created=created, checkpoint_sha256=digest)
     report = {
         "run": str(run_dir),
         "method": type(model).__name__,
         "checkpoint": str(ckpt),
         "checkpoint_sha256": digest,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created,
         "dataset": {"root": str(data_dir), "variant": source.variant, "image_size": source.image_size,
                     "views": source.views, "latent_schema": list(source.latent_schema),
                     "objects": {s: int(f["labels"].shape[0]) for s, f in feats.items()}},
@@ -177,8 +182,53 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
         "warnings": warnings,
         **results,
     }
-    write_json_atomic(out_dir / "probe.json", report)
+    report = merge_reports(read_previous_report(out_dir / PROBE_FILE), report)
+    write_json_atomic(out_dir / PROBE_FILE, report)
     return report
+
+
+def read_previous_report(path: Path) -> dict[str, Any] | None:
+    """An earlier probe.json to merge into, or None (absent; unreadable ones are reported and replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        old = read_json_object(path, "probe results")
+        if not isinstance(old.get("probes"), dict):
+            raise ValueError(f"{path}: no 'probes' mapping")
+    except ValueError as e:
+        print(f"warning: {e}; its earlier results cannot be kept")
+        return None
+    return old
+
+
+def merge_reports(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """probe.json after a probe run: `new`'s probes replace their own entries of `old`, the others are kept.
+
+    Entries are kept only when they were measured on the same checkpoint, dataset and extraction settings;
+    otherwise they are dropped with a warning (they would describe another model). Every record carries its
+    own `config`, `created` and `checkpoint_sha256`; top-level `created` / `config` are the latest run's.
+    """
+    if not old:
+        return new
+    same = (old.get("checkpoint_sha256") == new["checkpoint_sha256"]
+            and (old.get("dataset") or {}).get("root") == new["dataset"]["root"]
+            and (old.get("config") or {}).get("extraction") == new["config"].get("extraction"))
+    kept = {n: {**r, "created": r.get("created", old.get("created"))} for n, r in old["probes"].items()
+            if n not in new["probes"]}
+    if not same:
+        if kept:
+            new["warnings"] = [*new["warnings"], f"earlier results of {sorted(kept)} were measured on another "
+                               f"checkpoint, dataset or extraction setting and were dropped; re-run them"]
+        return new
+    order = {n: i for i, n in enumerate([*PROBES, *sorted(kept)])}
+    probes = dict(sorted({**kept, **new["probes"]}.items(), key=lambda item: order.get(item[0], len(order))))
+
+    def merged(key: str) -> dict[str, Any]:
+        flat = {k: v for k, v in (old.get(key) or {}).items() if k.split("/", 1)[0] in kept}
+        return dict(sorted({**flat, **new[key]}.items(), key=lambda kv: order.get(kv[0].split("/", 1)[0], len(order))))
+
+    return {**new, "probes": probes, "metrics": merged("metrics"), "definitions": merged("definitions"),
+            "warnings": list(dict.fromkeys([*old.get("warnings", []), *new["warnings"]]))}
 
 
 def format_summary(report: dict[str, Any]) -> str:

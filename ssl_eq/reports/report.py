@@ -1,7 +1,9 @@
 """`ssl-eq report`: report.md + self-contained report.html over one or more run folders.
 
 Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves)
-and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note, never an error.
+and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note; a folder holding none of
+them is refused, and a run whose metrics.json status is not "completed" is named "(failed)" / "(running or
+killed)" with its training metrics left out.
 """
 from __future__ import annotations
 
@@ -68,6 +70,27 @@ def read_scalars(tb_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {tag: (np.asarray(s), np.asarray(v)) for tag, (s, v) in series.items()}
 
 
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "probe/probe.json")
+UNFINISHED = {"running": "running or killed"}  # metrics.json status -> how the report names it
+
+
+def check_run_folder(path: Path) -> None:
+    """ValueError unless `path` holds at least one of the files a run folder has."""
+    if not any((path / f).exists() for f in RUN_FILES):
+        raise ValueError(f"{path} is not a run folder: it holds none of {', '.join(RUN_FILES)}; give folders "
+                         f"written by `ssl-eq pretrain` (run_dir=...)")
+
+
+def mark_unfinished(info: RunInfo, status: Any) -> None:
+    """A run whose metrics.json status is not "completed" is named so, and its stale training metrics dropped."""
+    if status in (None, "completed"):
+        return
+    state = "failed" if str(status).startswith("failed") else UNFINISHED.get(str(status), str(status))
+    info.name = f"{info.path.name} ({state})"
+    info.training = {k: v for k, v in info.training.items() if k in ("global_step", "epoch")}
+    info.notes.append(f"training {status}; its training metrics are not shown")
+
+
 def load_run_info(run_dir: str | Path) -> RunInfo:
     """Everything the report shows about one run folder; absent files become notes."""
     from omegaconf import OmegaConf
@@ -75,13 +98,17 @@ def load_run_info(run_dir: str | Path) -> RunInfo:
     path = Path(run_dir)
     if not path.is_dir():
         raise NotADirectoryError(f"run folder not found: {path}")
+    check_run_folder(path)
     info = RunInfo(path=path, name=path.name, method=DASH)
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
-        cfg = OmegaConf.load(cfg_path)
-        info.method = str(OmegaConf.select(cfg, "method.name", default=DASH))
-        root = OmegaConf.select(cfg, "data.root", default=None)
-        info.dataset = Path(str(root)) if root else None
+        try:
+            cfg = OmegaConf.load(cfg_path)
+            info.method = str(OmegaConf.select(cfg, "method.name", default=DASH))
+            root = OmegaConf.select(cfg, "data.root", default=None)
+            info.dataset = Path(str(root)) if root else None
+        except Exception as e:  # noqa: BLE001 - YAML / OmegaConf errors on a damaged file become a note
+            info.notes.append(f"config.yaml is unreadable ({type(e).__name__}: {e})")
     else:
         info.notes.append("no config.yaml")
     for name, attr in (("metrics.json", "training"), ("probe/probe.json", "probe")):
@@ -94,7 +121,12 @@ def load_run_info(run_dir: str | Path) -> RunInfo:
         except json.JSONDecodeError as e:
             info.notes.append(f"{name} is not valid JSON ({e})")
             continue
+        if not isinstance(data, dict):
+            info.notes.append(f"{name} is not a JSON object")
+            continue
         setattr(info, attr, _flatten(data) if attr == "training" else data)
+        if attr == "training":
+            mark_unfinished(info, data.get("status"))
     if info.probe:
         info.method = info.method if info.method != DASH else str(info.probe.get("method", DASH))
         root = info.probe.get("dataset", {}).get("root")
@@ -289,7 +321,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
             for rel in r.probe.get("probes", {}).get(name, {}).get("plots", []):
                 src = r.path / "probe" / rel
                 if src.is_file():
-                    dst = assets / f"{r.name}__{Path(rel).name}"
+                    dst = assets / f"{r.path.name}__{Path(rel).name}"
                     shutil.copyfile(src, dst)
                     m, h = add_image(dst, f"{r.name}: {Path(rel).stem}")
                     md_parts.append(m)
