@@ -1,12 +1,14 @@
 """Original 3DIEBench layout: export -> import round trip, channel order, folder reader, bad input."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from ssl_eq.datasets import NativeDataset, PairDataset, ThreeDIEBenchFolder, make_synthetic_dataset
-from ssl_eq.datasets.native import list_complete_shards, read_manifest, write_manifest, write_shard
+from ssl_eq.datasets.native import list_complete_shards, read_manifest, shard_dir, write_manifest, write_shard
 from ssl_eq.datasets.threedie import export_3diebench, import_3diebench
 
 OPTS = dict(workers=1, progress=False)
@@ -70,6 +72,28 @@ def test_channel_order_red_floor(tmp_path):
     rgb = export_3diebench(root, tmp_path / "rgb", channel_order="rgb", **OPTS)
     assert np.asarray(Image.open(rgb / "01234567" / "red" / "image_0.jpg"))[..., 0].mean() > 150
     assert ThreeDIEBenchFolder(rgb, channel_order="bgr").read_views([0], [0])[0, 2].float().mean() > 150
+
+
+def test_import_jpeg_keeps_the_original_files(exported, tmp_path):
+    """--encoding jpeg stores each view file byte for byte (no second compression); reads give the render's
+    colours (the files' channel order is recorded and swapped back), like the folder reader."""
+    _, orig = exported
+    out = import_3diebench(orig, tmp_path / "jpeg", objects_per_shard=4, encoding="jpeg", **OPTS)
+    ds, folder = NativeDataset(out), ThreeDIEBenchFolder(orig)
+    metas = [json.loads((shard_dir(out, s) / "shard.json").read_text()) for s in list_complete_shards(out)]
+    for s, meta in enumerate(metas):
+        data, offsets = np.load(shard_dir(out, s) / "jpeg_data.npy"), np.load(shard_dir(out, s) / "jpeg_offsets.npy")
+        for i, oid in enumerate(meta["object_ids"]):
+            obj_dir = folder.object_dir(folder.object_ids.index(oid))
+            for k in range(ds.views):
+                item = i * ds.views + k
+                assert data[offsets[item]:offsets[item + 1]].tobytes() == (obj_dir / f"image_{k}.jpg").read_bytes()
+    assert ds.channel_order == read_manifest(out)["channel_order"] == "bgr"
+    assert [m["channel_order"] for m in metas] == ["bgr"] * 3
+    obj = folder.object_ids.index(ds.object_ids[5])
+    mine = ds.read_views([5, 5], [0, 2]).int()
+    theirs = folder.read_views([obj, obj], [0, 2]).int()  # PIL decode, swapped to the render's colours
+    assert (mine - theirs).abs().max() <= 2 and (mine - theirs).abs().float().mean() < 0.1
 
 
 def test_folder_as_source(exported):

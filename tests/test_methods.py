@@ -31,8 +31,6 @@ def tiny_config(method: str, *overrides: str) -> dict:
             m[key].update({k: 32 for k in ("hidden_dim", "output_dim") if k in m[key]})
     if m.split.inv is not None:  # paper split of ResNet-18's 512 -> the same proportion of small_cnn's 64
         m.split = {"inv": m.split.inv // 8, "equi": m.split.equi // 8}
-    if "predictor" in m and m.predictor.type == "mlp":
-        m.predictor.hidden = [32]
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -110,16 +108,20 @@ def test_hypernetwork_map_changes_with_rotation():
     assert pred.hypernet[-1].bias is None  # SIE: linear map without bias
 
 
-@pytest.mark.parametrize("variant, head_bn, layers", [
-    ("sie", True, ["Linear"]),
-    ("sie_deep_hypernet", True, ["Linear", "ReLU", "Linear", "ReLU", "Linear"]),
-    ("sie_mlp_predictor", True, ["Linear", "BatchNorm1d", "ReLU", "Linear"]),
-    ("sie_mlp_predictor", False, ["Linear", "ReLU", "Linear"]),
+@pytest.mark.parametrize("variant, overrides, layers", [
+    ("sie", [], ["Linear"]),
+    ("sie_deep_hypernet", [], ["Linear", "ReLU", "Linear", "ReLU", "Linear"]),
+    ("sie_mlp_predictor", [], ["Linear"]),
+    ("sie_mlp_predictor", ["method.predictor.hidden=[32]"], ["Linear", "ReLU", "Linear"]),
+    ("sie_mlp_predictor", ["method.predictor.hidden=[32]", "method.predictor.batch_norm=true"],
+     ["Linear", "BatchNorm1d", "ReLU", "Linear"]),
 ])
-def test_predictor_layers_follow_the_config(variant, head_bn, layers):
-    """SIE's hypernetworks (linear, deeper) are bias-free Linear(-ReLU) stacks without normalisation whatever
-    method.head_batch_norm says; the MLP predictor has BN exactly when head_batch_norm is true."""
-    model = build_method(tiny_config(variant, f"method.head_batch_norm={head_bn}"))
+@pytest.mark.parametrize("head_bn", [True, False])
+def test_predictor_layers_follow_the_config(variant, overrides, layers, head_bn):
+    """SIE's hypernetworks (linear, deeper) are bias-free Linear(-ReLU) stacks without normalisation, and its MLP
+    predictor is one Linear unless method.predictor says otherwise; method.head_batch_norm (projectors) changes
+    neither."""
+    model = build_method(tiny_config(variant, f"method.head_batch_norm={head_bn}", *overrides))
     leaves = [m for m in model.predictor.modules() if not list(m.children())]
     assert [type(m).__name__ for m in leaves] == layers
     if isinstance(model.predictor, HyperNetPredictor):
@@ -127,8 +129,23 @@ def test_predictor_layers_follow_the_config(variant, head_bn, layers):
         assert [m.out_features for m in leaves if isinstance(m, torch.nn.Linear)][:-1] == [4] * (len(layers) // 2)
     else:
         assert isinstance(model.predictor, MLPPredictor)
+        with_bias = [m.bias is not None for m in leaves if isinstance(m, torch.nn.Linear)]
+        assert with_bias[-1] and all(with_bias) == ("BatchNorm1d" not in layers)  # a Linear before BN has no bias
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.projector_equi.modules()) == head_bn
     with pytest.raises(TypeError):
         HyperNetPredictor(8, 4, batch_norm=True)
+
+
+def test_mlp_predictor_is_the_reference_linear_on_quaternion_then_embedding():
+    """sie_mlp_predictor = SIE's MLPPredictor(tf_num_layers=1): Linear(4 + Ee, Ee) on [q ; z], q first."""
+    torch.manual_seed(0)
+    model = build_method(tiny_config("sie_mlp_predictor"))
+    (linear,) = [m for m in model.predictor.modules() if isinstance(m, torch.nn.Linear)]
+    emb = model.equi_emb_dim
+    assert (linear.in_features, linear.out_features) == (4 + emb, emb)
+    z, q = torch.randn(5, emb), canonical_quaternion(torch.randn(5, 4))
+    expected = q @ linear.weight[:, :4].T + z @ linear.weight[:, 4:].T + linear.bias
+    assert torch.allclose(model.predictor(z, q), expected, atol=1e-5)
 
 
 def test_online_probes_train_only_themselves_and_r2_adds_over_batches():
@@ -171,14 +188,16 @@ def test_hypernetwork_learns_quaternion_action():
 def test_sie_loss_terms_and_only_equivariant():
     g = torch.Generator().manual_seed(0)
     inv1, inv2, e1, e2, p2 = (torch.randn(8, 6, generator=g) for _ in range(5))
-    w = dict(invariance=10.0, equivariance=4.5, variance=10.0, covariance=1.0)
+    w = dict(invariance=10.0, equivariance=4.5, variance=10.0, predictor_variance=10.0, covariance=1.0)
     loss, terms = sie_loss(inv1, e1, inv2, e2, p2, **w)
-    assert set(terms) == {"invariance", "equivariance", "variance", "covariance"}
+    assert set(terms) == {"invariance", "equivariance", "variance", "predictor_variance", "covariance"}
     assert math.isclose(terms["invariance"].item(), 10 * torch.mean((inv1 - inv2) ** 2).item(), rel_tol=1e-5)
     assert math.isclose(terms["equivariance"].item(), 4.5 * torch.mean((p2 - e2) ** 2).item(), rel_tol=1e-5)
     assert math.isclose(loss.item(), sum(t.item() for t in terms.values()), rel_tol=1e-5)
     _, terms0 = sie_loss(inv1[:, :0], e1, inv2[:, :0], e2, p2, **w)
     assert "invariance" not in terms0
+    _, novar = sie_loss(inv1, e1, inv2, e2, p2, **{**w, "predictor_variance": 0.0})
+    assert set(novar) == set(terms) - {"predictor_variance"}
 
 
 def test_nan_guard_names_step_and_term():

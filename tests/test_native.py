@@ -120,3 +120,44 @@ def test_wrong_latent_length_in_shard(tmp_path):
     np.save(shard_dir(root, 0) / "latents.npy", np.zeros((3, 2, 5), np.float32))
     with pytest.raises(ValueError, match=r"latents.npy: expected shape \(3, 2, 7\)"):
         NativeDataset(root)
+
+
+@pytest.mark.parametrize("labels, fraction, n_val", [
+    ([0, 3, 7, 11], 0.5, 2),                # 4 objects of 12 classes: per-class rounding gave an empty val split
+    ([0, 1, 2, 3, 4, 5], 0.25, 2),          # round(1.5) half up, one object in each of two classes
+    ([0] * 5 + [1] * 3 + [2] * 2 + [3], 0.3, 3),
+    ([0] * 10 + [1] * 10, 0.2, 4),          # exact shares: 2 per class
+    ([0, 0, 1], 0.9, 2),                    # train keeps at least one object
+    ([0, 1, 2], 0.0, 0),
+])
+def test_stratified_split_gives_the_val_size_asked_for(labels, fraction, n_val):
+    ids = [f"o{i}" for i in range(len(labels))]
+    split = native.stratified_split(ids, labels, fraction, seed=1)
+    assert len(split["val"]) == n_val
+    assert sorted(split["train"] + split["val"]) == sorted(ids)
+    of = dict(zip(ids, labels))
+    for c in set(labels):  # stratified: each class gets the floor or the ceiling of its share
+        share = fraction * labels.count(c)
+        assert np.floor(share) <= sum(of[o] == c for o in split["val"]) <= np.ceil(share)
+    assert native.stratified_split(ids, labels, fraction, seed=1) == split
+
+
+def test_stratified_split_spreads_ties_over_classes():
+    """Classes with equal remainders get the extra val objects in an order that depends on the seed."""
+    labels = list(range(12))
+    chosen = {tuple(sorted(native.stratified_split([f"o{i}" for i in labels], labels, 0.25, seed=s)["val"]))
+              for s in range(5)}
+    assert all(len(c) == 3 for c in chosen) and len(chosen) > 1
+
+
+def test_stored_jpeg_files_and_channel_order_bad_input(tmp_path):
+    arrs = _arrays()
+    with pytest.raises(ValueError, match=r"jpeg_bytes needs encoding 'jpeg' and K\*V=6 files"):
+        write_shard(tmp_path, 0, **arrs, encoding="jpeg", jpeg_bytes=[b"x"] * 5)
+    with pytest.raises(ValueError, match="channel_order must be 'rgb', or 'bgr' for stored jpeg_bytes"):
+        write_shard(tmp_path, 0, **arrs, encoding="jpeg", channel_order="bgr")
+    root = make_synthetic_dataset(tmp_path / "d", num_objects=3, views=2, size=8)
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "channel_order": "bgr"}))
+    with pytest.raises(ValueError, match=r"channel_order must be one of \('rgb', 'bgr'\).*with encoding 'raw'"):
+        read_manifest(root)

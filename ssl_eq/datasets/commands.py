@@ -44,8 +44,7 @@ def _import(args: argparse.Namespace) -> int:
     from ssl_eq.datasets.threedie import import_3diebench
 
     out = import_3diebench(args.root, args.out, channel_order=args.channel_order, encoding=args.encoding,
-                           jpeg_quality=args.jpeg_quality, objects_per_shard=args.objects_per_shard,
-                           workers=args.workers)
+                           objects_per_shard=args.objects_per_shard, workers=args.workers)
     manifest = read_manifest(out)
     print(f"wrote native dataset {out}: {manifest['num_objects']} objects, {len(manifest['skipped'])} skipped")
     for s in manifest["skipped"]:
@@ -69,18 +68,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("dir", help="native dataset folder")
     exp.add_argument("out", help="output folder (<synset>/<object>/image_<k>.jpg, latent_<k>.npy, split files); "
                      "re-running the same export resumes it")
+    exp.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
     exp.add_argument("--overwrite", action="store_true",
                      help="replace the contents of a non-empty OUT that holds something else")
     imp = sub.add_parser("import-3diebench", help="pack an original 3DIEBench(-T) folder into native shards "
                          "(resumable: re-run the same command)")
     imp.add_argument("root", help="3DIEBench folder (holds train_images.npy, val_images.npy, ...)")
     imp.add_argument("out", help="output native dataset folder")
-    imp.add_argument("--encoding", choices=ENCODINGS, default="jpeg", help="shard image encoding (default jpeg)")
+    imp.add_argument("--encoding", choices=ENCODINGS, default="jpeg",
+                     help="jpeg (default): keep the original JPEG files byte for byte; raw: decoded pixels")
     imp.add_argument("--objects-per-shard", type=int, default=DEFAULT_OBJECTS_PER_SHARD)
     for q in (exp, imp):
         q.add_argument("--channel-order", choices=sorted(CHANNEL_ORDERS), default=DEFAULT_CHANNEL_ORDER,
                        help=CHANNEL_ORDER_HELP)
-        q.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
         q.add_argument("--workers", type=int, default=_default_workers(), help="processes (default: up to 8)")
     for q in (info, exp, imp):
         q.add_argument("--debug", action="store_true", help="show tracebacks")

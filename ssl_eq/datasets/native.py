@@ -26,6 +26,9 @@ MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 SHARD_META = "shard.json"
 ENCODINGS = ("raw", "jpeg")
+# how stored JPEG views relate to the render: "rgb" the same colours, "bgr" red and blue swapped (original
+# 3DIEBench files kept byte for byte); readers give the render's colours either way
+STORED_CHANNEL_ORDERS = ("rgb", "bgr")
 DEFAULT_JPEG_QUALITY = 95
 
 LATENT_SCHEMAS: dict[str, list[str]] = {
@@ -181,11 +184,16 @@ def write_shard(
     object_ids: Sequence[str],
     encoding: str = "raw",
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    jpeg_bytes: Sequence[bytes] | None = None,
+    channel_order: str = "rgb",
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write shard `index` atomically and return its final folder.
 
     images uint8 (K, V, H, W, 3); latents float32 (K, V, D); labels int64 (K,); object_ids K strings;
+    `jpeg_bytes` (encoding "jpeg"): the K*V views' JPEG files (object-major), stored byte for byte instead of
+    encoding `images` (the decoded files); `channel_order` (STORED_CHANNEL_ORDERS, "bgr" only with
+    `jpeg_bytes`): how those files' colours relate to the render;
     `extra`: additional JSON-able keys stored in shard.json (e.g. the importer's skipped objects).
     Raises FileExistsError if the shard is already complete (complete shards are never rewritten).
     An OSError while writing (e.g. disk full) leaves no shard under the final name and is re-raised
@@ -204,6 +212,11 @@ def write_shard(
         raise ValueError(f"latents must be (K={k}, V={v}, D), got {latents.shape}")
     if labels.shape != (k,) or ids.shape != (k,):
         raise ValueError(f"labels and object_ids must have length K={k}, got {labels.shape} and {ids.shape}")
+    if jpeg_bytes is not None and (encoding != "jpeg" or len(jpeg_bytes) != k * v):
+        raise ValueError(f"jpeg_bytes needs encoding 'jpeg' and K*V={k * v} files, got encoding {encoding!r} and "
+                         f"{len(jpeg_bytes)} files")
+    if channel_order not in STORED_CHANNEL_ORDERS or (channel_order != "rgb" and jpeg_bytes is None):
+        raise ValueError(f"channel_order must be 'rgb', or 'bgr' for stored jpeg_bytes; got {channel_order!r}")
 
     name = shard_name(index)
     final = shard_dir(root, index)
@@ -217,14 +230,18 @@ def write_shard(
         if encoding == "raw":
             _save_npy(tmp / "images.npy", np.ascontiguousarray(images))
         else:
-            data, offsets = encode_jpeg_views(images.reshape((k * v,) + images.shape[2:]), jpeg_quality)
+            if jpeg_bytes is None:
+                data, offsets = encode_jpeg_views(images.reshape((k * v,) + images.shape[2:]), jpeg_quality)
+            else:
+                data = np.frombuffer(b"".join(jpeg_bytes), np.uint8)
+                offsets = np.cumsum([0] + [len(b) for b in jpeg_bytes], dtype=np.int64)
             _save_npy(tmp / "jpeg_data.npy", data)
             _save_npy(tmp / "jpeg_offsets.npy", offsets)
         _save_npy(tmp / "latents.npy", latents)
         _save_npy(tmp / "labels.npy", labels)
         _save_npy(tmp / "object_ids.npy", ids)
         meta = {"index": int(index), "num_objects": int(k), "views": int(v), "image_size": int(images.shape[2]),
-                "encoding": encoding, "object_ids": ids.tolist(), **(extra or {})}
+                "encoding": encoding, "channel_order": channel_order, "object_ids": ids.tolist(), **(extra or {})}
         write_json_atomic(tmp / SHARD_META, meta)
         _fsync_dir(tmp)
         try:
@@ -273,18 +290,22 @@ def _check_manifest(manifest: dict[str, Any], path: Path | str) -> None:
                          f"{manifest['variant']!r} (expected {LATENT_SCHEMAS[manifest['variant']]})")
     if manifest["encoding"] not in ENCODINGS:
         raise ValueError(f"{path}: encoding must be one of {ENCODINGS}, got {manifest['encoding']!r}")
+    order = manifest.get("channel_order", "rgb")
+    if order not in STORED_CHANNEL_ORDERS or (order != "rgb" and manifest["encoding"] != "jpeg"):
+        raise ValueError(f"{path}: channel_order must be one of {STORED_CHANNEL_ORDERS} ('bgr' with encoding 'jpeg' "
+                         f"only), got {order!r} with encoding {manifest['encoding']!r}")
     if not isinstance(manifest["split"], dict) or any(s not in manifest["split"] for s in SPLITS):
         raise ValueError(f"{path}: 'split' must be {{'train': [object ids], 'val': [object ids]}}")
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Atomically write `root/manifest.json`. `format`, `format_version`, `created`, `ssl_eq_version`
-    and `skipped` are filled in when absent; every other key of the contract is required."""
+    """Atomically write `root/manifest.json`. `format`, `format_version`, `created`, `ssl_eq_version`,
+    `skipped` and `channel_order` ("rgb") are filled in when absent; every other key of the contract is required."""
     from ssl_eq import __version__
 
     full = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "ssl_eq_version": __version__, "skipped": [], **manifest}
+            "ssl_eq_version": __version__, "skipped": [], "channel_order": "rgb", **manifest}
     path = Path(root) / MANIFEST_NAME
     _check_manifest(full, path)
     return write_json_atomic(path, full)
@@ -292,17 +313,23 @@ def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> Path:
 
 def stratified_split(object_ids: Sequence[str], labels: Sequence[int], val_fraction: float,
                      seed: int = 0) -> dict[str, list[str]]:
-    """Per-class random split {"train": ids, "val": ids}; each class with >= 2 objects keeps one of each."""
+    """Stratified random split {"train": ids, "val": ids} with round(val_fraction * N) val objects in total
+    (half up, at most N - 1): each class gets the floor of its share val_fraction * n_c, and the objects left
+    over go to the classes with the largest remainders (ties in random order), so a dataset with few objects
+    per class still gets the val split asked for."""
     ids = np.asarray(list(object_ids), dtype=str)
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    total = min(int(np.floor(val_fraction * len(ids) + 0.5)), max(len(ids) - 1, 0))
+    share = val_fraction * counts
+    n_val = np.floor(share).astype(np.int64)
+    tie_break = rng.permutation(len(classes))
+    by_remainder = np.lexsort((tie_break, -(share - n_val)))  # largest remainder first
+    n_val[by_remainder[:total - n_val.sum()]] += 1
     val_mask = np.zeros(len(ids), bool)
-    for c in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(val_fraction * len(members)))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
-        val_mask[members[:n_val]] = True
+    for c, n in zip(classes, n_val):
+        val_mask[rng.permutation(np.flatnonzero(labels == c))[:n]] = True
     return {"train": ids[~val_mask].tolist(), "val": ids[val_mask].tolist()}
 
 
@@ -333,6 +360,7 @@ class NativeDataset:
         self.views: int = int(self.manifest["views"])
         self.image_size: int = int(self.manifest["image_size"])
         self.encoding: str = self.manifest["encoding"]
+        self.channel_order: str = self.manifest.get("channel_order", "rgb")  # of the stored JPEGs; reads swap back
         self.class_names: list[str] = list(self.manifest["class_names"])
         self.synsets: list[str] = list(self.manifest["synsets"])
         if decode_device == "auto":
@@ -364,7 +392,9 @@ class NativeDataset:
             raise FileNotFoundError(f"{self.root / MANIFEST_NAME} lists shard {d.name}, but {d / SHARD_META} "
                                     f"is missing (shard incomplete or deleted)")
         meta = read_json_object(d / SHARD_META, "shard metadata")
-        expected = {"views": self.views, "image_size": self.image_size, "encoding": self.encoding}
+        expected = {"views": self.views, "image_size": self.image_size, "encoding": self.encoding,
+                    "channel_order": self.channel_order}
+        meta.setdefault("channel_order", "rgb")  # shards written before channel_order was recorded
         for key, value in expected.items():
             if meta.get(key) != value:
                 raise ValueError(f"{d / SHARD_META}: {key} is {meta.get(key)!r}, the manifest says {value!r}")
@@ -436,7 +466,7 @@ class NativeDataset:
         return out.permute(0, 3, 1, 2)  # (n, 3, H, W) in channels-last memory, as the GPU wants it
 
     def _decode(self, shard: np.ndarray, local: np.ndarray, view_idx: np.ndarray) -> torch.Tensor:
-        from torchvision.io import decode_jpeg
+        from torchvision.io import ImageReadMode, decode_jpeg
 
         blobs = []
         for s, k, v in zip(shard.tolist(), local.tolist(), view_idx.tolist()):
@@ -444,11 +474,11 @@ class NativeDataset:
             item = k * self.views + v
             blobs.append(torch.from_numpy(np.array(data[offsets[item]:offsets[item + 1]])))
         try:
-            decoded = decode_jpeg(blobs, device=self.decode_device) if blobs else []
+            decoded = decode_jpeg(blobs, mode=ImageReadMode.RGB, device=self.decode_device) if blobs else []
         except RuntimeError:
             for blob, s, k, v in zip(blobs, shard, local, view_idx):  # find the culprit for a useful message
                 try:
-                    decode_jpeg(blob)
+                    decode_jpeg(blob, mode=ImageReadMode.RGB)
                 except RuntimeError as e:
                     oid = self.object_ids[int(self._starts[s] + k)]
                     raise ValueError(f"{self._shard_dirs[s] / 'jpeg_data.npy'}: object {oid!r} view {v} is not a "
@@ -457,6 +487,8 @@ class NativeDataset:
         shape = (len(blobs), 3, self.image_size, self.image_size)
         out = batch_tensor(shape) if self.decode_device == "cpu" else \
             torch.empty(shape, dtype=torch.uint8, device=self.decode_device)
+        if self.channel_order == "bgr":
+            decoded = [d.flip(0) for d in decoded]
         if decoded:
             torch.stack(decoded, out=out)
         return out

@@ -10,9 +10,12 @@ reader, like the reference loader) sees the swapped colours, while `cv2.imread` 
 holds) or "rgb" (files hold the render's colours). Reading / importing with "bgr" swaps back, so native
 datasets and `ThreeDIEBenchFolder` always give the render's colours (matching the floor / spot hue latents);
 exporting with "bgr" writes what the original dataset contains, so code written for it sees the same thing.
+Importing with encoding "jpeg" keeps the original files byte for byte (no second compression loss): the shards
+record the files' channel order and the native reader swaps at decode time.
 """
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import shutil
@@ -61,16 +64,27 @@ def _file_error(cls: type[Exception], path: Path, message: str) -> Exception:
     return err
 
 
-def read_image(path: Path, channel_order: str) -> np.ndarray:
-    """One view file -> uint8 (H, W, 3) in the render's channel order; errors name the file."""
+def read_file(path: Path) -> bytes:
+    """One view file's bytes; a missing file raises FileNotFoundError naming it."""
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+        return path.read_bytes()
     except FileNotFoundError:
         raise _file_error(FileNotFoundError, path, f"missing image file {path}") from None
+
+
+def decode_image(data: bytes, path: Path, channel_order: str) -> np.ndarray:
+    """The bytes of view file `path` -> uint8 (H, W, 3) in the render's channel order; errors name the file."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            arr = np.asarray(im.convert("RGB"))
     except OSError as e:  # PIL: truncated / not an image
         raise _file_error(ValueError, path, f"{path}: not a complete JPEG image ({e})") from e
     return np.ascontiguousarray(CHANNEL_ORDERS[channel_order](arr))
+
+
+def read_image(path: Path, channel_order: str) -> np.ndarray:
+    """One view file -> uint8 (H, W, 3) in the render's channel order; errors name the file."""
+    return decode_image(read_file(path), path, channel_order)
 
 
 def read_latent(path: Path, dim: int) -> np.ndarray:
@@ -170,15 +184,18 @@ class ThreeDIEBenchFolder:
             dst[i] = img
         return out.permute(0, 3, 1, 2)  # (n, 3, H, W) in channels-last memory
 
-    def load_object(self, obj: int) -> tuple[np.ndarray, np.ndarray]:
-        """All views of `obj` -> (images uint8 (V, H, W, 3), latents float64 (V, D)); errors name the file."""
+    def load_object(self, obj: int) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """All views of `obj` -> (images uint8 (V, H, W, 3), latents float64 (V, D), the V image files' bytes);
+        errors name the file."""
         d, obj_dir = len(self.latent_schema), self.object_dir(obj)
-        images = [read_image(image_file(obj_dir, k), self.channel_order) for k in range(self.views)]
+        paths = [image_file(obj_dir, k) for k in range(self.views)]
+        files = [read_file(p) for p in paths]
+        images = [decode_image(f, p, self.channel_order) for f, p in zip(files, paths)]
         shapes = {im.shape for im in images}
         if shapes != {(self.image_size, self.image_size, 3)}:
             raise _file_error(ValueError, obj_dir,
                               f"{obj_dir}: expected {self.image_size}x{self.image_size} RGB images, got {shapes}")
-        return np.stack(images), np.stack([read_latent(latent_file(obj_dir, k), d) for k in range(self.views)])
+        return np.stack(images), np.stack([read_latent(latent_file(obj_dir, k), d) for k in range(self.views)]), files
 
 
 def _pool_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
@@ -201,7 +218,7 @@ def _init_import(root: str, channel_order: str, views: int) -> None:
     _WORKER["folder"] = ThreeDIEBenchFolder(root, channel_order, views)
 
 
-def _import_one(obj: int) -> tuple[np.ndarray, np.ndarray] | dict[str, str]:
+def _import_one(obj: int) -> tuple[np.ndarray, np.ndarray, list[bytes]] | dict[str, str]:
     folder: ThreeDIEBenchFolder = _WORKER["folder"]
     try:
         return folder.load_object(obj)
@@ -211,11 +228,12 @@ def _import_one(obj: int) -> tuple[np.ndarray, np.ndarray] | dict[str, str]:
 
 
 def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel_order: str = DEFAULT_CHANNEL_ORDER,
-                     encoding: str = "jpeg", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
-                     objects_per_shard: int = DEFAULT_OBJECTS_PER_SHARD, workers: int = 1,
+                     encoding: str = "jpeg", objects_per_shard: int = DEFAULT_OBJECTS_PER_SHARD, workers: int = 1,
                      progress: bool = True) -> Path:
     """Pack an original 3DIEBench(-T) folder into a native dataset at `out`; returns `out`.
 
+    encoding "jpeg" stores the original files byte for byte (their channel order recorded, swapped back when
+    read); "raw" stores the decoded views in the render's colours.
     Resumable: complete shards are kept; re-running with the same options continues (other options refuse).
     An object with a missing / unreadable / wrong-length file is skipped, reported, and listed in `skipped`.
     """
@@ -224,8 +242,8 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
     folder = ThreeDIEBenchFolder(root, channel_order)
     out = Path(out)
     config = {"importer": "3diebench", "root": str(Path(root).resolve()), "channel_order": channel_order,
-              "encoding": encoding, "jpeg_quality": jpeg_quality, "objects_per_shard": objects_per_shard,
-              "views": folder.views, "variant": folder.variant}
+              "encoding": encoding, "objects_per_shard": objects_per_shard, "views": folder.views,
+              "variant": folder.variant}
     cfg_path = out / IMPORT_CONFIG
     if cfg_path.is_file() and read_json_object(cfg_path, "import config") != config:
         raise ValueError(f"{cfg_path} records different import options ({read_json(cfg_path)}); "
@@ -240,7 +258,7 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
         if is_shard_complete(out, s):
             bar.update(len(objs))
             continue
-        images, latents, kept, skipped = [], [], [], []
+        images, latents, files, kept, skipped = [], [], [], [], []
         for obj, res in zip(objs, _pool_map(_import_one, list(objs), workers, _init_import,
                                             (str(folder.root), channel_order, folder.views))):
             if isinstance(res, dict):
@@ -249,14 +267,16 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
             else:
                 images.append(res[0])
                 latents.append(res[1])
+                files += res[2]
                 kept.append(int(obj))
             bar.update(1)
+        keep = {"jpeg_bytes": files, "channel_order": channel_order} if encoding == "jpeg" else {}  # original files
         empty = np.zeros((0, folder.views, folder.image_size, folder.image_size, 3), np.uint8)
         write_shard(out, s, images=np.stack(images) if images else empty,
                     latents=np.stack(latents).astype(np.float32) if latents
                     else np.zeros((0, folder.views, len(folder.latent_schema)), np.float32),
                     labels=folder.labels[kept], object_ids=[folder.object_ids[o] for o in kept],
-                    encoding=encoding, jpeg_quality=jpeg_quality, extra={"skipped": skipped})
+                    encoding=encoding, extra={"skipped": skipped}, **keep)
     bar.close()
     return _write_import_manifest(folder, out, config, len(chunks))
 
@@ -281,6 +301,7 @@ def _write_import_manifest(folder: ThreeDIEBenchFolder, out: Path, config: dict[
         "config": config, "source": {"name": "3diebench-folder", "root": config["root"]},
         "variant": folder.variant, "latent_schema": folder.latent_schema, "image_size": folder.image_size,
         "views": folder.views, "encoding": config["encoding"], "class_names": synsets, "synsets": synsets,
+        "channel_order": config["channel_order"] if config["encoding"] == "jpeg" else "rgb",
         "num_objects": sum(s["num_objects"] for s in shards), "shards": shards, "split": split,
         "skipped": skipped,
     })

@@ -3,8 +3,10 @@ hypernetwork predictor conditioned on the relative rotation between two views.
 
 Representation (B, D) = [inv (B, Di) | equi (B, De)]; each part has its own projector.
 The predictor maps view 1's equivariant embedding (B, Ee) and the relative-rotation
-quaternion (B, 4) wxyz to view 2's equivariant embedding. Variants (configs/method/sie_*.yaml):
-only-equivariant (split.inv = 0), a deeper hypernetwork, and an MLP on [embedding; quaternion].
+quaternion (B, 4) wxyz to view 2's equivariant embedding. The objective is the reference's `SIE` class
+(with the variance hinge on the predictions). Variants are configs (configs/method/sie_*.yaml): without the
+predictor-variance term (`sie_novar`, the paper's ablation), only-equivariant (split.inv = 0), a deeper
+hypernetwork, and an MLP predictor on [quaternion; embedding].
 """
 from __future__ import annotations
 
@@ -13,24 +15,31 @@ from torch import Tensor
 
 from ssl_eq.methods.base import BaseMethod, StepOutput
 from ssl_eq.methods.blocks.heads import mlp
-from ssl_eq.methods.blocks.losses import invariance_loss, variance_covariance
+from ssl_eq.methods.blocks.losses import gathered_variance, invariance_loss, variance_covariance
 from ssl_eq.methods.blocks.predictors import PREDICTORS
 from ssl_eq.methods.registry import register_method
 
 
 def sie_loss(inv1: Tensor, equi1: Tensor, inv2: Tensor, equi2: Tensor, pred2: Tensor, *, invariance: float,
-             equivariance: float, variance: float, covariance: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """SIE objective.
+             equivariance: float, variance: float, predictor_variance: float, covariance: float
+             ) -> tuple[Tensor, dict[str, Tensor]]:
+    """SIE objective -> (total (), weighted terms {name: ()}).
 
-    inv* (B, Ei) (Ei may be 0), equi* (B, Ee), pred2 (B, Ee) = predictor(equi1, action).
-    invariance * MSE(inv1, inv2) + equivariance * MSE(pred2, equi2) + variance / covariance
-    regularisers on [inv | equi] of each view, gathered across ranks.
+    inv* (B, Ei) (Ei may be 0: no invariance term), equi* (B, Ee), pred2 (B, Ee) = predictor(equi1, action).
+    invariance * MSE(inv1, inv2) + equivariance * MSE(pred2, equi2)
+    + variance * (hinge(z1) + hinge(z2)) / 2 + covariance * (cov(z1) + cov(z2)) on z = [inv | equi]
+    + predictor_variance * hinge(pred2) / 2, where hinge = mean relu(1 - sqrt(var + 1e-4)) per dimension.
+    Hinges and covariances use the embeddings gathered across ranks (global-batch statistics).
+    predictor_variance = 0 leaves that term out (the reference's SIENoVar).
     """
     terms = {"equivariance": equivariance * invariance_loss(pred2, equi2)}
     if inv1.shape[1] > 0:
         terms["invariance"] = invariance * invariance_loss(inv1, inv2)
     var, cov = variance_covariance(torch.cat([inv1, equi1], 1), torch.cat([inv2, equi2], 1))
     terms.update(variance=variance * var, covariance=covariance * cov)
+    if predictor_variance:
+        # halved like each view's hinge in `variance` (the reference's weighting)
+        terms["predictor_variance"] = predictor_variance * 0.5 * gathered_variance(pred2)
     return sum(terms.values()), terms
 
 

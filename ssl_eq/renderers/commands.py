@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d["device"], help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="(object, view) renders per call")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--val-fraction", type=float, default=d["val_fraction"], help="stratified per class")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"],
+                   help="fraction of the objects in the val split: round(f x N) in total, stratified by class")
     p.add_argument("--split-file", default=None, help="validation object ids (text, or .npy like val_images.npy)")
     p.add_argument("--objects-per-shard", type=int, default=d["objects_per_shard"])
     p.add_argument("--num-shards", type=int, default=d["num_shards"], help="number of parallel jobs")

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from ssl_eq.methods.blocks.heads import gather_cat
 
-__all__ = ["invariance_loss", "variance_covariance"]
+__all__ = ["invariance_loss", "variance_covariance", "gathered_variance"]
 
 
 def variance_covariance(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor]:
@@ -17,3 +17,9 @@ def variance_covariance(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> tuple[Tens
     var = 0.5 * (variance_loss(z1, eps) + variance_loss(z2, eps))
     cov = covariance_loss(z1) + covariance_loss(z2)
     return var, cov
+
+
+def gathered_variance(z: Tensor, eps: float = 1e-4) -> Tensor:
+    """(B, E) -> () VICReg variance hinge mean relu(1 - sqrt(var + eps)) over the dims of z gathered across
+    ranks (with gradients to each rank's slice)."""
+    return variance_loss(gather_cat(z), eps)

@@ -46,19 +46,26 @@ class HyperNetPredictor(nn.Module):
 
 
 class MLPPredictor(nn.Module):
-    """[z; action] (B, Ee + A) -> (B, Ee) through Linear-BN-ReLU hidden layers (Linear-ReLU without batch_norm)."""
+    """[action; z] (B, A + Ee) -> (B, Ee): Linear (with bias) hidden layers, each followed by (BN and) ReLU, then a
+    Linear with bias.
 
-    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = True) -> None:
+    hidden = [] without batch_norm is SIE's reference MLP predictor (`tf_num_layers=1`): one Linear(A + Ee, Ee) on
+    the action concatenated before the embedding; hidden = [Ee] * (n - 1) is its n-layer version.
+    """
+
+    def __init__(self, emb_dim: int, action_dim: int, hidden: Sequence[int] = (), batch_norm: bool = False) -> None:
         super().__init__()
-        self.net = mlp(emb_dim + action_dim, [*hidden, emb_dim], last_bias=True, batch_norm=batch_norm)
+        self.net = mlp(action_dim + emb_dim, [*hidden, emb_dim], last_bias=True, batch_norm=batch_norm)
 
     @classmethod
     def from_config(cls, emb_dim: int, method: DictConfig) -> "MLPPredictor":
-        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.head_batch_norm."""
-        return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden), bool(method.head_batch_norm))
+        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.predictor.batch_norm."""
+        p = method.predictor
+        return cls(emb_dim, int(method.action_dim), list(p.hidden), bool(p.batch_norm))
 
     def forward(self, z: Tensor, action: Tensor) -> Tensor:
-        return self.net(torch.cat([z, action.to(z.dtype)], -1))
+        """(B, Ee), (B, A) -> (B, Ee)."""
+        return self.net(torch.cat([action.to(z.dtype), z], -1))
 
 
 # method.predictor.type -> predictor class, built with `from_config(emb_dim, method_cfg)`
