@@ -1,7 +1,8 @@
 """`ssl-eq probe`: load a run, extract (or reuse) frozen features, run the selected probes, write RUN/probe/.
 
 Outputs: RUN/probe/probe.json (every metric with its definition, the config used, per-probe status),
-RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache),
+RUN/probe/rotation_head_<part>.pt (the relative-rotation heads, `FittedHead.load`; used by `ssl-eq orbit`).
 A probe that cannot apply or fails is recorded with its reason; the others still run.
 """
 from __future__ import annotations
@@ -158,7 +159,9 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     writer = SummaryWriter(str(out_dir / "tb"))
     ctx = ProbeContext(train=feats["train"], val=feats["val"], latent_schema=list(source.latent_schema),
                        class_names=list(source.class_names), out_dir=out_dir, model=model, seed=int(cfg["seed"]),
-                       log_scalar=writer.add_scalar)
+                       log_scalar=writer.add_scalar,
+                       save_head=lambda name, head, **meta: head.save(out_dir / f"{name}.pt", checkpoint_sha256=digest,
+                                                                      **meta))
     try:
         results = evaluate(ctx, names, cfg)
     finally:

@@ -36,6 +36,7 @@ class ProbeContext:
     model: Any = None
     seed: int = 0
     log_scalar: Callable[[str, float, int], None] = lambda tag, value, step: None
+    save_head: Callable[..., None] = lambda name, head, **meta: None  # persist a head as RUN/probe/<name>.pt
 
 
 @dataclass
@@ -129,16 +130,19 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
 
 def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str,
                          inputs: Callable[[str], tuple[Tensor, Tensor]], y_tr: Tensor, y_va: Tensor,
-                         title: str) -> ProbeResult:
+                         title: str, save: bool = False) -> ProbeResult:
     """Shared body of the relative / individual-view rotation probes: regress (N, 4) quaternions, report both
-    R²s and the geodesic error. `inputs(feature_key)` gives the (train, val) input matrices."""
+    R²s and the geodesic error. `inputs(feature_key)` gives the (train, val) input matrices; `save` persists each
+    part's head as `<name>_head_<part>` (ctx.save_head)."""
     result = ProbeResult()
     _mean_baseline(result, "", y_tr, y_va)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
         x_tr, x_va = inputs(key)
-        pred = fit_head(x_tr, y_tr, x_va, 4, "mse", _head_config(cfg, ctx.seed), _loss_logger(ctx, f"{name}/{part}"))
+        keep = (lambda head: ctx.save_head(f"{name}_head_{part}", head, feature=key)) if save else None
+        pred = fit_head(x_tr, y_tr, x_va, 4, "mse", _head_config(cfg, ctx.seed), _loss_logger(ctx, f"{name}/{part}"),
+                        on_fitted=keep)
         _regression_metrics(result, part, pred, y_va)
         result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, y_va).mean(), "geodesic_deg")
         scatter[part] = (rotation_angle_deg(y_va).numpy(), rotation_angle_deg(pred).numpy())
@@ -154,7 +158,7 @@ def probe_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         inputs=lambda key: (_pair_inputs(ctx.train, key, p_tr), _pair_inputs(ctx.val, key, p_va)),
         y_tr=pair_actions(ctx.train["latents"], p_tr, ctx.latent_schema)["rel_rotation_quat"],
         y_va=pair_actions(ctx.val["latents"], p_va, ctx.latent_schema)["rel_rotation_quat"],
-        title="Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b")
+        title="Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b", save=True)
 
 
 def probe_view_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
