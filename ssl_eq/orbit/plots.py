@@ -16,35 +16,41 @@ from ssl_eq.utils.io import atomic_path  # noqa: E402
 DPI = 110
 PANEL_INCHES = (4.2, 3.2)
 MAX_COLUMNS = 3
+LINE_STYLES = ("-", "--", ":")
 POLAR_TICKS = 8
 STRIP_FRAMES = 8
 BAND_ALPHA = 0.25
 #: curves drawn (in this order; probe_<part> curves go where "probe" is), with their y-axis labels
 PLOTTED = {"invariance": "invariance error (1 = another object)", "equivariance": "predictor error ‖n(p)−n(e)‖²",
-           "hit1": "predictor Hit@1 along the orbit", "probe": "rotation probe error (deg)",
+           "hit1": "predictor Hit@1 along the orbit", "probe": "relative-rotation probe error (deg)",
            "pose_error": "capsule pose error"}
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
     return Path(path)
 
 
-def plotted_curves(results: dict[str, dict[str, Any]]) -> list[str]:
-    """Names of the curves any run has, in PLOTTED order."""
+def panels(results: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(PLOTTED key, curve names) of each panel: one per measure any run has; the probe parts share a panel."""
     names = {c for r in results.values() for c in r["curves"]}
-    order = []
+    out = []
     for key in PLOTTED:
-        order += sorted(n for n in names if n == key or (key == "probe" and n.startswith("probe_")))
-    return order
+        members = sorted(n for n in names if n == key or (key == "probe" and n.startswith("probe_")))
+        if members:
+            out.append((key, members))
+    return out
 
 
-def _label(curve: str) -> str:
-    if curve.startswith("probe_"):
-        return f"{PLOTTED['probe']}, {curve.removeprefix('probe_')} part"
-    return PLOTTED[curve]
+def _series(results: dict[str, dict[str, Any]], curves: list[str]):
+    """(run name, record, curve, legend label, line style) of every line of one panel."""
+    for name, record in results.items():
+        for k, curve in enumerate(curves):
+            if curve in record["curves"]:
+                label = name if len(curves) == 1 else f"{name}, {curve.removeprefix('probe_')} part"
+                yield name, record, curve, label, LINE_STYLES[k % len(LINE_STYLES)]
 
 
 def _x(record: dict[str, Any]) -> np.ndarray:
@@ -74,26 +80,24 @@ def _strip(frames: np.ndarray, record: dict[str, Any]) -> tuple[np.ndarray, list
 def curves_figure(results: dict[str, dict[str, Any]], frames: np.ndarray, path: Path, title: str) -> Path:
     """Error vs orbit parameter, one panel per measure (mean over objects, 25–75 % band; one colour per run),
     above a strip of the first object's rendered frames. frames: (S, H, W, 3) uint8."""
-    curves = plotted_curves(results)
+    groups = panels(results)
     colour = _colours(results)
-    rows, cols = _grid(len(curves))
+    rows, cols = _grid(len(groups))
     fig = plt.figure(figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * (rows + 0.8)))
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[3] * rows + [2])
     first = next(iter(results.values()))
-    for j, curve in enumerate(curves):
+    for j, (key, curves) in enumerate(groups):
         ax = fig.add_subplot(grid[j // cols, j % cols])
-        for name, record in results.items():
-            if curve not in record["curves"]:
-                continue
+        for name, record, curve, label, style in _series(results, curves):
             c = record["curves"][curve]
             x = _x(record)
-            ax.plot(x, np.asarray(c["mean"], float), marker=".", color=colour[name],
-                    label=f"{name} (AUC {record['auc'][curve]:.3g})")
-            if curve != "hit1":  # a 0/1 value per object: its quartiles say nothing
+            ax.plot(x, np.asarray(c["mean"], float), marker=".", ls=style, color=colour[name],
+                    label=f"{label} (AUC {record['auc'][curve]:.3g})")
+            if key != "hit1":  # a 0/1 value per object: its quartiles say nothing
                 ax.fill_between(x, np.asarray(c["q25"], float), np.asarray(c["q75"], float), color=colour[name],
                                 alpha=BAND_ALPHA, lw=0)
         ax.axvline(0, color="grey", lw=0.8, ls=":")
-        ax.set(xlabel=f"Δ {first['latent']} ({first['unit']})", title=_label(curve))
+        ax.set(xlabel=f"Δ {first['latent']} ({first['unit']})", title=PLOTTED[key])
         ax.title.set_fontsize(10)
         ax.legend(fontsize=7)
     strip_ax = fig.add_subplot(grid[rows, :])
@@ -114,27 +118,25 @@ def curves_figure(results: dict[str, dict[str, Any]], frames: np.ndarray, path: 
 def polar_figure(results: dict[str, dict[str, Any]], path: Path, title: str) -> Path:
     """NERO-style polar plots: angle = orbit parameter (a whole circle for closed orbits), radius = mean error;
     one curve per run (closed for closed orbits), one panel per measure."""
-    curves = plotted_curves(results)
+    groups = panels(results)
     colour = _colours(results)
-    rows, cols = _grid(len(curves))
+    rows, cols = _grid(len(groups))
     fig, axes = plt.subplots(rows, cols, figsize=(PANEL_INCHES[0] * cols, (PANEL_INCHES[0] + 1.0) * rows),
                              subplot_kw={"projection": "polar"}, squeeze=False)
     record = next(iter(results.values()))
     ticks = np.arange(POLAR_TICKS) * 2 * np.pi / POLAR_TICKS
     turn = record["polar_period"] * record["scale"]
     tick_labels = [f"{v:.3g}" for v in np.where(ticks <= np.pi, ticks, ticks - 2 * np.pi) / (2 * np.pi) * turn]
-    for ax in axes.flat[len(curves):]:
+    for ax in axes.flat[len(groups):]:
         ax.axis("off")
-    for ax, curve in zip(axes.flat, curves):
-        for name, record in results.items():
-            if curve not in record["curves"]:
-                continue
+    for ax, (key, curves) in zip(axes.flat, groups):
+        for name, record, curve, label, style in _series(results, curves):
             theta = 2 * np.pi * np.asarray(record["parameter"]) / record["polar_period"]
             r = np.asarray(record["curves"][curve]["mean"], float)
             if record["closed"]:
                 theta, r = np.append(theta, theta[0] + 2 * np.pi), np.append(r, r[0])
-            ax.plot(theta, r, label=name, color=colour[name])
-        ax.set_title(_label(curve), fontsize=9, pad=14)
+            ax.plot(theta, r, label=label, ls=style, color=colour[name])
+        ax.set_title(PLOTTED[key], fontsize=9, pad=14)
         ax.set_theta_zero_location("N")
         ax.set_theta_direction(-1)
         ax.set_xticks(ticks)

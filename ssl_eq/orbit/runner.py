@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -230,6 +231,7 @@ class OrbitAnalysis:
         self._frames: dict[tuple, tuple[Tensor, list[int], np.ndarray]] = {}
         self.results: dict[str, dict[str, dict[str, Any]]] = {}   # "<latent>/<range>" -> run name -> record
         self.strips: dict[str, np.ndarray] = {}                   # "<latent>/<range>" -> (S, H, W, 3) of object 0
+        self.folders: dict[str, Path] = {}                        # run name -> RUN/orbit
 
     def objects_for(self, dataset: Path, manifest: dict[str, Any]) -> OrbitObjects:
         o = self.opts
@@ -252,6 +254,7 @@ class OrbitAnalysis:
         from ssl_eq.probes.features import file_digest
 
         run_dir = Path(run_dir)
+        name = self.run_name(run_dir)
         if not (run_dir / CHECKPOINT).is_file():
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
         dataset, manifest = _dataset_of(run_dir)
@@ -260,12 +263,12 @@ class OrbitAnalysis:
         errors = []
         wanted = self.opts.latents or orbit_latents_of(schema)
         todo = []
-        for name in wanted:
-            if name not in schema:
+        for latent in wanted:
+            if latent not in schema:
                 errors.append(f"{run_dir}: its dataset {dataset} (variant {manifest['variant']}) has no latent "
-                              f"{name!r}; its latents are {schema}")
+                              f"{latent!r}; its latents are {schema}")
             else:
-                todo.append(name)
+                todo.append(latent)
         if not todo:
             return errors
         model = load_run(run_dir, map_location=self.device)
@@ -274,24 +277,29 @@ class OrbitAnalysis:
         heads = load_probe_heads(run_dir, digest, head_notes)
         records = {}
         scene = objects.settings.scene.to_dict()
-        for name in todo:
-            plan = plan_orbit(name, self.opts.range, self.opts.steps, scene)
+        for latent in todo:
+            plan = plan_orbit(latent, self.opts.range, self.opts.steps, scene)
             frames, kept, latents = self.frames_for(objects, plan)
             curves, pca, part, scale, notes = measure_orbit(model, frames, latents, plan, heads, self.device,
                                                             self.opts.batch_size)
             record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes)
-            key = f"{name}/{plan.range}"
+            key = f"{latent}/{plan.range}"
             record = _finite(record)
-            record["plots"] = self._plot({run_dir.name: record}, frames[0].numpy(), run_dir / ORBIT_DIR,
-                                         f"{run_dir.name}: {key}", key)
+            record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
             records[key] = record
-            self.results.setdefault(key, {})[run_dir.name] = record
+            self.results.setdefault(key, {})[name] = record
             self.strips.setdefault(key, frames[0].numpy())
         write_orbit_json(run_dir, {
             "run": str(run_dir), "method": type(model).__name__, "checkpoint_sha256": digest,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "dataset": str(dataset), "source": objects.describe}, records)
         return errors
+
+    def run_name(self, run_dir: Path) -> str:
+        """The run's folder name, with its parent's when another analysed run has the same name."""
+        name = run_dir.name if run_dir.name not in self.folders else f"{run_dir.parent.name}/{run_dir.name}"
+        self.folders[name] = run_dir / ORBIT_DIR
+        return name
 
     def _plot(self, results: dict[str, dict[str, Any]], strip: np.ndarray, folder: Path, title: str,
               key: str) -> list[str]:
@@ -306,6 +314,12 @@ class OrbitAnalysis:
         """Figures over all analysed runs, one set per orbit, in `out`."""
         written = []
         for key, results in self.results.items():
+            if len(results) == 1:  # the run's own figures
+                (name, record), = results.items()
+                out.mkdir(parents=True, exist_ok=True)
+                for png in record["plots"]:
+                    written.append(Path(shutil.copyfile(self.folders[name] / png, out / png)))
+                continue
             names = self._plot(results, self.strips[key], out, f"{key}: {', '.join(results)}", key)
             written += [out / n for n in names]
         return written
