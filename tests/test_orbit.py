@@ -232,3 +232,17 @@ def test_orbit_source_not_renderable_is_a_clear_error(tmp_path):
     data = make_synthetic_dataset(tmp_path / "synth", num_objects=4, views=2, size=16)
     with pytest.raises(ValueError, match="source 'synthetic', which the renderer cannot re-render; pass --source"):
         select_orbit_objects(read_manifest(data), data, 2)
+
+
+def test_fitted_rotation_head_is_saved_and_reloads_exactly(tmp_path):
+    from ssl_eq.probes.heads import FittedHead, HeadConfig, fit_head
+
+    gen = torch.Generator().manual_seed(0)
+    x_tr, y_tr, x_va = torch.randn(64, 6, generator=gen) * 3 + 1, torch.randn(64, 4, generator=gen), \
+        torch.randn(16, 6, generator=gen)
+    kept = []
+    out = fit_head(x_tr, y_tr, x_va, 4, "mse", HeadConfig(hidden=[8], epochs=2, batch_size=16), on_fitted=kept.append)
+    path = kept[0].save(tmp_path / "rotation_head_equi.pt", checkpoint_sha256="abc", feature="rep/equi")
+    head, meta = FittedHead.load(path)
+    assert meta == {"checkpoint_sha256": "abc", "feature": "rep/equi"}
+    assert torch.allclose(head.predict(x_va), out, atol=1e-6)  # the standardisation travels with the head
