@@ -17,6 +17,7 @@ DPI = 110
 PANEL_INCHES = (4.2, 3.2)
 MAX_COLUMNS = 3
 LINE_STYLES = ("-", "--", ":")
+MIN_STRIP_PANELS = 2   # the frame strip is at least this many panels wide
 POLAR_TICKS = 8
 STRIP_FRAMES = 8
 BAND_ALPHA = 0.25
@@ -83,7 +84,7 @@ def curves_figure(results: dict[str, dict[str, Any]], frames: np.ndarray, path: 
     groups = panels(results)
     colour = _colours(results)
     rows, cols = _grid(len(groups))
-    fig = plt.figure(figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * (rows + 0.8)))
+    fig = plt.figure(figsize=(PANEL_INCHES[0] * max(cols, MIN_STRIP_PANELS), PANEL_INCHES[1] * (rows + 0.8)))
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[3] * rows + [2])
     first = next(iter(results.values()))
     for j, (key, curves) in enumerate(groups):
@@ -106,10 +107,9 @@ def curves_figure(results: dict[str, dict[str, Any]], frames: np.ndarray, path: 
     width = row.shape[1] / len(idx)
     strip_ax.set_xticks([(k + 0.5) * width for k in range(len(idx))])
     strip_ax.set_xticklabels([f"{_x(first)[i]:.3g}" + (" (view 0)" if i == first["reference_index"] else "")
-                              for i in idx], fontsize=8)
+                              for i in idx], fontsize=7)
     strip_ax.set_yticks([])
-    strip_ax.set_xlabel(f"rendered frames of {first['objects'][0]} along the orbit (Δ {first['latent']}, "
-                        f"{first['unit']})")
+    strip_ax.set_xlabel(f"frames of {first['objects'][0]} (Δ {first['latent']}, {first['unit']})", fontsize=9)
     fig.suptitle(f"{title}\nmean over {len(first['objects'])} objects, band: 25–75 %")
     fig.tight_layout()
     return _save(fig, path)
