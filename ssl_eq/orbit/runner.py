@@ -284,6 +284,7 @@ class OrbitAnalysis:
                                                             self.opts.batch_size)
             record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes)
             key = f"{latent}/{plan.range}"
+            print(f"  {key}: {len(kept)} objects x {len(plan.offsets)} frames", flush=True)
             record = _finite(record)
             record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
             records[key] = record
