@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "ssl_eq.methods.commands",
     "ssl_eq.probes.commands",
     "ssl_eq.reports.commands",
+    "ssl_eq.orbit.commands",
     "ssl_eq.demo",
 )
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,42 @@ def make_head(in_dim: int, out_dim: int, hidden: list[int]) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+@dataclass
+class FittedHead:
+    """A trained probe head with its input standardisation: `predict(x (N, D)) -> (N, out_dim)`."""
+    head: nn.Module
+    hidden: list[int]
+    mean: Tensor | None = None                         # (D,) training mean when standardised
+    std: Tensor | None = None                          # (D,) training std when standardised
+
+    def predict(self, x: Tensor) -> Tensor:
+        x = x.float()
+        if self.mean is not None:
+            x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        with torch.no_grad():
+            return self.head.to(x.device).eval()(x)
+
+    def save(self, path: str | Path, **meta: Any) -> Path:
+        """Atomically write the head (state dict, sizes, standardisation) and JSON-able `meta` to `path`."""
+        from ssl_eq.utils.io import atomic_path
+
+        linear = [m for m in self.head.modules() if isinstance(m, nn.Linear)]
+        payload = {"state_dict": self.head.state_dict(), "in_dim": linear[0].in_features,
+                   "out_dim": linear[-1].out_features, "hidden": list(self.hidden), "mean": self.mean,
+                   "std": self.std, "meta": meta}
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["FittedHead", dict[str, Any]]:
+        """(head, meta) from a file written by `save`."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        head = make_head(payload["in_dim"], payload["out_dim"], payload["hidden"])
+        head.load_state_dict(payload["state_dict"])
+        return cls(head.eval(), payload["hidden"], payload["mean"], payload["std"]), payload["meta"]
+
+
 LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "mse": nn.functional.mse_loss,
     "cross_entropy": nn.functional.cross_entropy,
@@ -110,12 +147,14 @@ class _Selection:
 
 def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out_dim: int, loss: str,
                cfg: HeadConfig, on_epoch: Callable[[int, float], None] | None = None,
-               device: torch.device | str = "cpu") -> FitResult:
+               device: torch.device | str = "cpu",
+               on_fitted: Callable[[FittedHead], None] | None = None) -> FitResult:
     """Train a head on examples drawn afresh from `train` every epoch; return its outputs on `eval_rows` of
     `evaluation` (same features layout, e.g. the val split).
 
     Targets: (N, out_dim) float for "mse", (N,) int64 class indices for "cross_entropy".
-    `on_epoch(epoch, mean_train_loss)` is called after each epoch (TensorBoard logging).
+    `on_epoch(epoch, mean_train_loss)` is called after each epoch (TensorBoard logging), `on_fitted(head)` once
+    with the selected head and its input standardisation (to persist it).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown probe loss {loss!r}; expected one of {sorted(LOSSES)}")
@@ -127,6 +166,7 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
         kept, held = split_objects(train.object_ids, cfg.holdout_fraction, gen)
         # held-out examples are drawn as the evaluation ones are (same number per object), once
         train, holdout = train.subset(kept), replace(train.subset(held), per_object=evaluation.per_object)
+    mean = std = None
     if cfg.standardize:
         mean, std = train.feature_stats(STD_EPS)
         train, evaluation = train.standardized(mean, std), evaluation.standardized(mean, std)
@@ -161,6 +201,9 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
                 break
     if selection is not None and selection.state is not None:
         head.load_state_dict(selection.state)
+    if on_fitted is not None:  # the head's input is the arity views' features side by side
+        on_fitted(FittedHead(head, list(cfg.hidden), *(None if s is None else s.repeat(train.arity)
+                                                        for s in (mean, std))))
     return FitResult(pred=predict(head, evaluation, eval_rows, device),
                      epoch=selection.epoch if selection is not None else epoch, epochs_run=epoch,
                      holdout_loss=selection.loss if selection is not None else None, train_examples=len(rows),
@@ -168,12 +211,14 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
 
 
 def fit_head(x_train: Tensor, y_train: Tensor, x_val: Tensor, out_dim: int, loss: str, cfg: HeadConfig,
-             on_epoch: Callable[[int, float], None] | None = None) -> Tensor:
+             on_epoch: Callable[[int, float], None] | None = None,
+             on_fitted: Callable[[FittedHead], None] | None = None) -> Tensor:
     """Train a head on fixed (N, D) features -> targets, return its outputs on (M, D) `x_val` -> (M, out_dim).
 
     y_train: (N, out_dim) float for "mse", (N,) int64 class indices for "cross_entropy". Every epoch visits every
-    training row (`train_head` with one "view" per row).
+    training row (`train_head` with one "view" per row); `on_fitted` as in `train_head`.
     """
     train = ViewTuples(x_train[:, None], target=lambda rows: y_train[rows[:, 0]])
     val = ViewTuples(x_val[:, None], target=lambda rows: rows[:, 0])
-    return train_head(train, val, val.draw(torch.Generator()), out_dim, loss, cfg, on_epoch).pred
+    return train_head(train, val, val.draw(torch.Generator()), out_dim, loss, cfg, on_epoch,
+                      on_fitted=on_fitted).pred

@@ -2,7 +2,8 @@
 
 Outputs: RUN/probe/probe.json (every metric with its definition, the protocol and conventions, the config used,
 per-probe status and epoch selection),
-RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache),
+RUN/probe/rotation_head_<part>.pt (the relative-rotation heads, `FittedHead.load`; used by `ssl-eq orbit`).
 probe.json merges: a run replaces the entries of the probes it ran and keeps the others (`merge_reports`).
 A probe that cannot apply or fails is recorded with its reason; the others still run.
 """
@@ -207,7 +208,9 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
                        class_names=list(source.class_names), out_dir=out_dir, model=model, seed=int(cfg["seed"]),
                        log_scalar=writer.add_scalar, quaternion_sign=conventions["quaternion_sign"],
                        colour_targets=conventions["colour_targets"], run_conventions=conventions["run"],
-                       device=device)
+                       device=device,
+                       save_head=lambda name, head, **meta: head.save(out_dir / f"{name}.pt", checkpoint_sha256=digest,
+                                                                       **meta))
     try:
         results = evaluate(ctx, names, cfg)
     finally:

@@ -17,7 +17,7 @@ from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_
 from ssl_eq.probes import metrics as M
 from ssl_eq.probes import plots
 from ssl_eq.probes.features import frozen_eval
-from ssl_eq.probes.heads import HeadConfig, train_head
+from ssl_eq.probes.heads import FittedHead, HeadConfig, train_head
 from ssl_eq.probes.sampling import PAIR, ViewTuples
 from ssl_eq.probes.targets import (ROTATION, TRANSLATION, absolute_rotation, columns, hue_differences,
                                    pair_actions, rotation_angle_deg)
@@ -51,6 +51,7 @@ class ProbeContext:
     colour_targets: str = DEFAULT_COLOUR_TARGETS
     run_conventions: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
+    save_head: Callable[..., None] = lambda name, head, **meta: None  # persist a head as RUN/probe/<name>.pt
 
 
 @dataclass
@@ -123,10 +124,12 @@ class _Task:
         train = self.examples("train", "latents")
         return train.target(train.draw(torch.Generator().manual_seed(self.ctx.seed + BASELINE_SEED_OFFSET)))
 
-    def fit(self, key: str, out_dim: int, loss: str, tag: str, result: ProbeResult) -> Tensor:
+    def fit(self, key: str, out_dim: int, loss: str, tag: str, result: ProbeResult,
+            on_fitted: Callable[[FittedHead], None] | None = None) -> Tensor:
         """Train a head on feature `key` -> (M, out_dim) outputs on the fixed val rows; records the selection."""
         fit = train_head(self.examples("train", key), self.examples("val", key), self.val_rows, out_dim, loss,
-                         _head_config(self.cfg, self.ctx.seed), _loss_logger(self.ctx, tag), self.ctx.device)
+                         _head_config(self.cfg, self.ctx.seed), _loss_logger(self.ctx, tag), self.ctx.device,
+                         on_fitted)
         result.selection[tag] = fit.summary()
         return fit.pred
 
@@ -166,15 +169,18 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     return result
 
 
-def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, title: str) -> ProbeResult:
+def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, title: str,
+                         save: bool = False) -> ProbeResult:
     """Shared body of the relative / individual-view rotation probes: regress (N, 4) quaternions, report both
-    R²s, the R² over the varying outputs, the mean baseline and the geodesic error."""
+    R²s, the R² over the varying outputs, the mean baseline and the geodesic error. `save` persists each part's
+    head as `<name>_head_<part>` (ctx.save_head)."""
     result = ProbeResult()
     _mean_baseline(result, "", task.train_targets(), task.y_val)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
-        pred = task.fit(key, 4, "mse", f"{name}/{part}", result)
+        keep = (lambda head: ctx.save_head(f"{name}_head_{part}", head, feature=key)) if save else None
+        pred = task.fit(key, 4, "mse", f"{name}/{part}", result, on_fitted=keep)
         _regression_metrics(result, part, pred, task.y_val)
         result.add(f"{part}/r2_uniform_varying", M.r2_uniform_varying(pred, task.y_val), "r2_uniform_varying")
         result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, task.y_val).mean(), "geodesic_deg")
@@ -195,7 +201,7 @@ def probe_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     random pairs every epoch, fixed val pairs."""
     task = _Task(ctx, cfg, _relative_rotation_target(ctx), arity=PAIR)
     return _rotation_regression(ctx, cfg, "rotation", task,
-                                "Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b")
+                                "Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b", save=True)
 
 
 def probe_view_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:

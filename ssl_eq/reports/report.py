@@ -1,9 +1,9 @@
 """`ssl-eq report`: report.md + self-contained report.html over one or more run folders.
 
-Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves)
-and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note; a folder holding none of
-them is refused, and a run whose metrics.json status is not "completed" is named "(failed)" / "(running or
-killed)" with its training metrics left out. The report leads with a headline table (one row per run, the
+Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves),
+RUN/config.yaml (method name, dataset) and RUN/orbit/orbit.json (`ssl-eq orbit`, when present). Missing
+pieces show as a dash or a note; a folder holding none of them is refused, and a run whose metrics.json status
+is not "completed" is named "(failed)" / "(running or killed)" with its training metrics left out. The report leads with a headline table (one row per run, the
 `supervised` method's runs last as the ceiling) and a one-line reading of it; the detailed tables, the probe
 protocols and the published numbers follow.
 """
@@ -348,6 +348,31 @@ def dataset_sheet(runs: list[RunInfo], out_png: Path) -> tuple[Path | None, str]
     return None, "; ".join(reasons) or "no run names a dataset"
 
 
+def orbit_section(runs: list[RunInfo], out: Path, add_image) -> tuple[str, str] | None:
+    """Area-under-curve table and figures of each run's RUN/orbit/orbit.json -> (markdown, html), None if no
+    run has one. `add_image(png, alt)` embeds a PNG copied into OUT/assets/."""
+    found = [(r, r.path / "orbit", json.loads((r.path / "orbit" / "orbit.json").read_text())["orbits"])
+             for r in runs if (r.path / "orbit" / "orbit.json").is_file()]
+    if not found:
+        return None
+    curves = sorted({c for _, _, orbits in found for o in orbits.values() for c in o["auc"]})
+    rows, md_parts, html_parts = [], [], []
+    for r, folder, orbits in found:
+        for key, orbit in orbits.items():
+            rows.append([r.name, r.method, key, *(_fmt(orbit["auc"].get(c)) for c in curves)])
+            for name in orbit.get("plots", []):
+                if (folder / name).is_file():
+                    dst = out / ASSETS / f"{r.name}__orbit_{name}"
+                    shutil.copyfile(folder / name, dst)
+                    m, h = add_image(dst, f"{r.name}: orbit {key} ({Path(name).stem.rsplit('_', 1)[-1]})")
+                    md_parts.append(m)
+                    html_parts.append(h)
+    header = ["run", "method", "orbit", *curves]
+    note = "Area under each orbit curve divided by the orbit's span, i.e. the curve's mean over the orbit."
+    return (f"{note}\n\n{_md_table(header, rows)}\n\n" + "\n\n".join(md_parts),
+            f"<p>{html.escape(note)}</p>{_html_table(header, rows)}" + "".join(html_parts))
+
+
 def _md_cell(value: Any) -> str:
     """One Markdown table cell: a "|" or a line break (e.g. in an exception message) would split the row."""
     return re.sub(r"\s*[\r\n]+\s*", " ", str(value)).replace("|", "\\|")
@@ -454,6 +479,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
                     html_parts.append(h)
     if md_parts:
         sections.append(("Probe plots", "\n\n".join(md_parts), "".join(html_parts)))
+
+    orbit = orbit_section(runs, out, add_image)
+    if orbit is not None:
+        sections.append(("Orbit analysis (ssl-eq orbit)", *orbit))
 
     sheet, caption = dataset_sheet(runs, assets / "dataset_contact_sheet.png")
     if sheet is not None:

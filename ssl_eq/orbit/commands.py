@@ -1,0 +1,42 @@
+"""`ssl-eq orbit RUN_DIR [RUN_DIR ...] --out DIR`: invariance / equivariance along orbits of one latent."""
+from __future__ import annotations
+
+import argparse
+
+from ssl_eq.orbit.latents import LATENT_ORBITS, RANGES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "orbit", help="render objects along an orbit of one latent and measure each run's (in/equi)variance",
+        description="Render val objects of each run's dataset (same source and scene) along a one-parameter orbit "
+                    "of one latent, every other latent at the object's view 0; encode every frame with each run and "
+                    "plot the invariance error, the predictor's equivariance error and Hit@1, the rotation probe's "
+                    "error and capsule pose errors along it. Writes RUN/orbit/orbit.json + PNGs and comparison PNGs "
+                    "in --out.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    p.add_argument("--out", required=True, help="folder for the figures comparing the runs")
+    p.add_argument("--latent", action="append", default=None,
+                   help=f"latent to sweep (repeat or comma-separate; default: every latent of each run's dataset): "
+                        f"{', '.join(LATENT_ORBITS)}")
+    p.add_argument("--range", default="full", choices=RANGES,
+                   help="full: the whole circle for angles and hues (extrapolation); dataset: the training range")
+    p.add_argument("--steps", type=int, default=24, help="frames along each orbit (>= 2)")
+    p.add_argument("--objects", type=int, default=8, help="objects (class-balanced val objects of the dataset)")
+    p.add_argument("--source", default=None, help="render objects of another source instead: procedural | "
+                                                  "mesh-folder | shapenet")
+    p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
+    p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ssl_eq.orbit.runner import OrbitOptions, analyse
+
+    latents = [n.strip() for item in args.latent for n in item.split(",") if n.strip()] if args.latent else None
+    opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
+                        source=args.source, source_root=args.source_root, device=args.device,
+                        batch_size=args.batch_size)
+    return analyse(args.run_dirs, args.out, opts, debug=args.debug)
