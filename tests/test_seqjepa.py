@@ -160,3 +160,33 @@ def test_bad_input_names_option_and_valid_values():
     model = build_method(tiny())
     with pytest.raises(ValueError, match=r"batch has 3 views per item; method.seq_len=3 needs M \+ 1 = 4"):
         model.step_loss(torch.randn(2, 3, 3, SIZE, SIZE), sequence_batch(2, 2))
+
+
+def test_aggregate_from_cached_features_equals_image_pass_and_m_val_differs_from_m_train():
+    """The probe's z_AGG over M_val views reads cached per-view features (no image pass) and equals the
+    aggregate of freshly encoded images; M_val may differ from M_train; too large an M_val is named."""
+    from ssl_eq.datasets.relative import relative_transform
+    from ssl_eq.probes.sequence import aggregate_features, fixed_sequences
+
+    torch.manual_seed(0)
+    model = build_method(tiny("method.seq_len=2", "method.action=rotcolor")).eval()
+    k, v = 3, 5
+    images = torch.randint(0, 256, (k, v, 3, SIZE, SIZE), dtype=torch.uint8)
+    latents = torch.rand(k, v, 7) * 2 - 1
+    with torch.no_grad():
+        feats = {"rep/full": model.representations(model.preprocess(images.flatten(0, 1)))["full"].unflatten(0, (k, v)),
+                 "latents": latents}
+    seqs = fixed_sequences(k, v, 4, 2, seed=0)
+    assert seqs.shape == (6, 5) and all(len(set(r[1:].tolist())) == 4 for r in seqs)
+    cached = aggregate_features(model, feats, SCHEMA_3DIE, seqs, chunk=4)
+    o, vi = seqs[:, :1], seqs[:, 1:]
+    with torch.no_grad():
+        z = model.representations(model.preprocess(images[o, vi].flatten(0, 1)))["full"].unflatten(0, (6, 4))
+        lat = latents[o, vi]
+        direct = model.aggregate(z, model.actions(relative_transform(lat[:, :-1], lat[:, 1:])))
+    assert cached.shape == (6, 80) and torch.allclose(cached, direct, atol=1e-5)
+    single = aggregate_features(model, feats, SCHEMA_3DIE, fixed_sequences(k, v, 1, 1, seed=0), chunk=4)
+    assert single.shape == (3, 80)
+    with pytest.raises(ValueError, match=r"probes.agg_linear.m_val: 6 views per sequence, but the dataset has 5 "
+                                         r"views per object; valid: 1..5"):
+        fixed_sequences(k, v, 6, 1, seed=0)

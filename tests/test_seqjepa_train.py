@@ -166,3 +166,28 @@ def test_ddp_two_cpu_ranks_train_one_model(native_root, tmp_path):
                                                                                "data.num_classes=2"]), resolve=True))
     assert not torch.allclose(a["backbone.features.0.weight"], init.state_dict()["backbone.features.0.weight"])
     assert not torch.allclose(a["backbone_target.features.0.weight"], init.state_dict()["backbone.features.0.weight"])
+
+
+def test_probe_a_tiny_seqjepa_run(native_root, tmp_path):
+    """`ssl-eq probe` on a seq-JEPA checkpoint: z_AGG over M_val = 1 and 3 (trained with M = 2), single-view
+    classification, pair rotation / colour, individual-view rotation; M_val beyond the views is reported."""
+    from ssl_eq.probes.runner import load_probe_config, run_probes
+
+    run = tmp_path / "run"
+    pretrain(compose_config([*TINY, f"data.root={native_root}", f"run_dir={run}", "trainer.max_steps=2",
+                             "method.seq_len=2", "method.action=rotcolor"]))
+    cfg = load_probe_config(epochs=1)
+    cfg["probes"]["agg_linear"]["m_val"] = [1, 3, 5]
+    path = tmp_path / "probe.yaml"
+    OmegaConf.save(cfg, path)
+    report = run_probes(run, probes="agg_linear,linear,rotation,colour,view_rotation", config=path)
+    assert report["probes"]["agg_linear"]["status"] == "error"
+    assert "m_val: 5 views per sequence, but the dataset has 4 views per object; valid: 1..4" in \
+        report["probes"]["agg_linear"]["reason"]
+    cfg["probes"]["agg_linear"]["m_val"] = [1, 3]
+    OmegaConf.save(cfg, path)
+    report = run_probes(run, probes="agg_linear,linear,rotation,colour,view_rotation", config=path)
+    m = report["metrics"]
+    assert {"agg_linear/agg_m1/top1", "agg_linear/agg_m3/top1", "linear/full/top1", "rotation/full/r2_uniform",
+            "colour/full/r2_uniform", "view_rotation/full/r2_uniform"} <= set(m)
+    assert all(0 <= m[f"agg_linear/agg_m{k}/top1"] <= 100 for k in (1, 3))

@@ -165,6 +165,10 @@ class SeqJEPA(BaseMethod):
         return (x - self.mean[None]) / self.std[None], vec
 
     # ------------------------------------------------------------------ model API
+    def project(self, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """No projector: the target is the encoder output itself, so the per-view embedding is the representation."""
+        return {"inv": reps["inv"], "equi": reps["equi"]}
+
     def actions(self, transitions: dict[str, Tensor]) -> Tensor | None:
         """Transition keys (rel_* (B, T, ...) or aug_action (B, T+1, P)) -> actions (B, T, A); None without
         action conditioning."""
