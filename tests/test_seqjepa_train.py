@@ -191,3 +191,7 @@ def test_probe_a_tiny_seqjepa_run(native_root, tmp_path):
     assert {"agg_linear/agg_m1/top1", "agg_linear/agg_m3/top1", "linear/full/top1", "rotation/full/r2_uniform",
             "colour/full/r2_uniform", "view_rotation/full/r2_uniform"} <= set(m)
     assert all(0 <= m[f"agg_linear/agg_m{k}/top1"] <= 100 for k in (1, 3))
+    from ssl_eq.reports.report import write_report
+
+    md = write_report([run], tmp_path / "report")["md"].read_text()
+    assert "probe: agg_linear" in md and "agg_m3/top1" in md and "seqjepa" in md
