@@ -190,3 +190,17 @@ def test_aggregate_from_cached_features_equals_image_pass_and_m_val_differs_from
     with pytest.raises(ValueError, match=r"probes.agg_linear.m_val: 6 views per sequence, but the dataset has 5 "
                                          r"views per object; valid: 1..5"):
         fixed_sequences(k, v, 6, 1, seed=0)
+
+
+def test_experiment_configs_hold_the_reference_settings():
+    """What the reference code ran (Adam, wd 0, lr 4e-4 constant after warm-up) and what its script asked for."""
+    ran = compose_config(["experiment=seqjepa_3diebench", "data.root=x"])
+    assert (ran.data.image_size, ran.data.batch_size, ran.trainer.max_epochs, ran.method.seq_len) == (128, 512, 1000, 3)
+    assert (ran.method.optim.name, ran.method.optim.lr, ran.method.optim.weight_decay) == ("adam", 4e-4, 0.0)
+    assert ran.method.optim.final_lr_factor == 1.0 and ran.method.optim.warmup_steps == 20 * (41920 // 512)
+    assert (ran.method.momentum.start, ran.method.momentum.unit) == (0.996, "epoch")
+    assert list(ran.augment.normalize.mean) == [0.5016, 0.5037, 0.5060] and ran.trainer.precision == "32-true"
+    script = compose_config(["experiment=seqjepa_3diebench_adamw", "data.root=x"])
+    assert (script.method.optim.name, script.method.optim.weight_decay, script.method.optim.final_lr_factor) == \
+        ("adamw", 1e-3, 0.0)
+    assert script.data.batch_size == 512 and script.method.action == "rot"
