@@ -2,7 +2,6 @@
 the image-dataset layouts, augmentation actions, and a 2-rank CPU DDP run that trains one model."""
 from __future__ import annotations
 
-import json
 import pickle
 import subprocess
 import sys
