@@ -2,7 +2,8 @@
 
 Runs the methods' real training step (on-device augmentation, forward, loss, backward, optimiser) fed
 by SSLDataModule from a synthetic native dataset rendered at the benchmark size. Images/s counts
-views (2 per pair). Data wait = time blocked on the loader / (wait + step time).
+views (2 per pair; M + 1 per seq-JEPA sequence, M = method.seq_len = 3). Data wait = time blocked on the
+loader / (wait + step time).
 
     python tools/bench_train.py                    # CPU (and GPU when available), ResNet-18, 128 px
     python tools/bench_train.py --device cuda --batch-size 256 --steps 20
@@ -20,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_eq.datasets import SSLDataModule, make_synthetic_dataset
-from ssl_eq.methods import build_method, compose_config
+from ssl_eq.methods import build_method, compose_config, get_method
 
 MODES = {  # name -> (autocast dtype or None, channels_last)
     "fp32": (None, False),
@@ -37,8 +38,10 @@ def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, dev
     dtype, channels_last = MODES[mode]
     cfg = compose_config([f"method={method}", f"backbone={args.backbone}", f"data.root={data_root}",
                           f"data.image_size={args.size}", f"trainer.channels_last={channels_last}"])
-    dm = SSLDataModule(data_root, kind="pair", batch_size=args.batch_size, num_workers=args.workers,
-                       pin_memory=device.type == "cuda", persistent_workers=False)
+    method_cls = get_method(cfg.method.name)
+    dm = SSLDataModule(data_root, kind=method_cls.batch_kind, batch_size=args.batch_size, num_workers=args.workers,
+                       num_views=method_cls.item_views(cfg.data, cfg.method), pin_memory=device.type == "cuda",
+                       persistent_workers=False)
     info = dm.info
     cfg.data.num_classes, cfg.data.latent_schema = info["num_classes"], info["latent_schema"]
     torch.manual_seed(0)
@@ -79,11 +82,12 @@ def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, dev
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["vicreg", "simclr", "byol", "sie"])
+    p.add_argument("--methods", nargs="+", default=["vicreg", "simclr", "byol", "sie", "seqjepa"])
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 4 on CPU, 256 on GPU)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="pairs / sequences per step (default 4 on CPU, 256 on GPU)")
     p.add_argument("--steps", type=int, default=2, help="timed steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
@@ -107,7 +111,7 @@ def main() -> None:
                     r = rows[-1]
                     print(f"{r['device']:5s} {method:8s} {mode:20s} {r['images_per_s']:8.1f} img/s "
                           f"{r['step_ms']:8.1f} ms/step  data wait {100 * r['data_wait']:5.1f} %", flush=True)
-    print(f"\n{args.backbone}, {args.size} px, images = views (2 per pair)\n")
+    print(f"\n{args.backbone}, {args.size} px, images = views (2 per pair, 4 per seq-JEPA sequence)\n")
     print("| device | method | fp32 img/s | bf16+CL img/s | speed-up | data wait fp32 / bf16+CL |")
     print("|---|---|---|---|---|---|")
     for i in range(0, len(rows), 2):

@@ -4,10 +4,12 @@
 resizes them to `image_size` and applies the configured random transforms. It returns the
 augmented batch, Kornia's per-sample parameters (re-applying them with `params=` reproduces the
 batch exactly) and a fixed-length action vector (N, A): each transform contributes its own
-columns (see `TRANSFORMS`), zeros for samples where it was not applied.
+columns (see `TRANSFORMS`), zeros for samples where it was not applied. `action_scale` (A,) holds each
+column's known range (from the transform's configured magnitude), so `action / action_scale` is in [-1, 1].
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -25,6 +27,7 @@ class TransformSpec:
     build: Callable[..., nn.Module]  # (image_size, **config kwargs) -> Kornia augmentation
     action_names: tuple[str, ...]    # one name per action column
     action: ActionFn
+    scale: Callable[[dict[str, Any]], tuple[float, ...]]  # resolved kwargs -> range of each action column
 
 
 def _crop_action(p: dict[str, Tensor]) -> Tensor:
@@ -47,23 +50,37 @@ def _applied(p: dict[str, Tensor]) -> Tensor:
 
 TRANSFORMS: dict[str, TransformSpec] = {
     "random_resized_crop": TransformSpec(
-        lambda size, scale=(0.08, 1.0), ratio=(0.75, 4 / 3), p=1.0: K.RandomResizedCrop(
-            (size, size), scale=tuple(scale), ratio=tuple(ratio), p=p),
-        ("crop_x0", "crop_y0", "crop_w", "crop_h"), _crop_action),
+        lambda size, scale=(0.08, 1.0), ratio=(0.75, 4 / 3), p=1.0, resample="bilinear": K.RandomResizedCrop(
+            (size, size), scale=tuple(scale), ratio=tuple(ratio), p=p, resample=resample.upper()),
+        ("crop_x0", "crop_y0", "crop_w", "crop_h"), _crop_action, lambda kw: (1.0,) * 4),
     "color_jitter": TransformSpec(
         lambda size, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, p=0.8: K.ColorJitter(
             brightness, contrast, saturation, hue, p=p),
-        ("brightness", "contrast", "saturation", "hue"), _jitter_action),
-    "grayscale": TransformSpec(lambda size, p=0.2: K.RandomGrayscale(p=p), ("grayscale",), _applied),
+        ("brightness", "contrast", "saturation", "hue"), _jitter_action,
+        lambda kw: tuple(float(kw[k]) or 1.0 for k in ("brightness", "contrast", "saturation", "hue"))),
+    "grayscale": TransformSpec(lambda size, p=0.2: K.RandomGrayscale(p=p), ("grayscale",), _applied,
+                               lambda kw: (1.0,)),
     "gaussian_blur": TransformSpec(
         lambda size, kernel_size=23, sigma=(0.1, 2.0), p=0.5: K.RandomGaussianBlur(
             (kernel_size, kernel_size), tuple(sigma), p=p),
-        ("blur_sigma",), lambda p: p["sigma"].reshape(-1, 1)),
-    "horizontal_flip": TransformSpec(lambda size, p=0.5: K.RandomHorizontalFlip(p=p), ("hflip",), _applied),
+        ("blur_sigma",), lambda p: p["sigma"].reshape(-1, 1), lambda kw: (float(kw["sigma"][1]),)),
+    "horizontal_flip": TransformSpec(lambda size, p=0.5: K.RandomHorizontalFlip(p=p), ("hflip",), _applied,
+                                     lambda kw: (1.0,)),
     "rotation": TransformSpec(
         lambda size, degrees=30.0, p=0.5: K.RandomRotation(degrees, p=p),
-        ("rotation_rad",), lambda p: (p["degrees"] * (math.pi / 180)).reshape(-1, 1)),
+        ("rotation_rad",), lambda p: (p["degrees"] * (math.pi / 180)).reshape(-1, 1),
+        lambda kw: (float(kw["degrees"]) * math.pi / 180 or 1.0,)),
+    # threshold 0.5 (± thresholds) on [0, 1] images; only whether it was applied is recorded
+    "solarize": TransformSpec(
+        lambda size, thresholds=0.0, additions=0.0, p=0.2: K.RandomSolarize(thresholds, additions, p=p),
+        ("solarize",), _applied, lambda kw: (1.0,)),
 }
+
+
+def _resolved_kwargs(spec: TransformSpec, item: dict[str, Any]) -> dict[str, Any]:
+    """The transform's keyword arguments: its build defaults updated with the configured ones."""
+    params = inspect.signature(spec.build).parameters
+    return {**{k: v.default for k, v in params.items() if v.default is not inspect.Parameter.empty}, **item}
 
 
 @dataclass
@@ -85,6 +102,7 @@ class AugmentPipeline(nn.Module):
         self.image_size = int(image_size)
         self.names: list[str] = []
         augs: list[nn.Module] = []
+        scales: list[float] = []
         for i, item in enumerate(transforms or []):
             item = dict(item)
             name = item.pop("name", None)
@@ -92,8 +110,10 @@ class AugmentPipeline(nn.Module):
                 raise ValueError(f"augment.transforms[{i}].name: unknown transform {name!r}; valid: {sorted(TRANSFORMS)}")
             self.names.append(name)
             augs.append(TRANSFORMS[name].build(self.image_size, **item))
+            scales.extend(TRANSFORMS[name].scale(_resolved_kwargs(TRANSFORMS[name], item)))
         self.sequential = K.AugmentationSequential(*augs) if augs else None
         self.action_names = tuple(n for name in self.names for n in TRANSFORMS[name].action_names)
+        self.register_buffer("action_scale", torch.tensor(scales, dtype=torch.float32), persistent=False)  # (A,)
 
     @property
     def action_dim(self) -> int:

@@ -1,4 +1,6 @@
-"""`SSLDataModule`: train / val loaders of view, pair or sequence items from a native dataset.
+"""`SSLDataModule`: train / val loaders of view, pair or sequence items from a native dataset or, with
+`data_format` image_folder / cifar100 / tiny_imagenet, from single images (`ssl_eq.datasets.images`: a pair or
+sequence is one image repeated, its views made different by the on-device augmentation).
 
 Images leave as uint8 (B, [M,] 3, H, W); the model converts / normalises them on the device. Under DDP each
 rank gets an `EpochSampler` (a DistributedSampler) for its own disjoint part; Lightning sees a
@@ -13,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ssl_eq.datasets.images import IMAGE_FORMATS, RepeatedViewDataset
 from ssl_eq.datasets.loader import ThreadLoader
 from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
@@ -20,6 +23,7 @@ from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequence
                                    SequenceDataset, ViewDataset, collate)
 
 # kind -> (train dataset factory, deterministic val dataset factory); factories take (source, split, dm)
+# for multi-view (native) sources; single-image sources use SINGLE_IMAGE_KINDS
 DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] = {
     "view": (lambda src, split, dm: ViewDataset(src, split),
              lambda src, split, dm: ViewDataset(src, split)),
@@ -29,6 +33,15 @@ DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] 
                                                         **dm.conventions),
                  lambda src, split, dm: FixedSequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed,
                                                              **dm.conventions)),
+}
+SINGLE_IMAGE_KINDS: dict[str, Callable[..., Dataset]] = {
+    "view": lambda src, split, dm: ViewDataset(src, split),
+    "pair": lambda src, split, dm: RepeatedViewDataset(src, split, num_views=2),
+    "sequence": lambda src, split, dm: RepeatedViewDataset(src, split, num_views=dm.num_views),
+}
+SOURCES: dict[str, Callable[..., object]] = {
+    "native": lambda root, image_size: NativeDataset(root),
+    **IMAGE_FORMATS,
 }
 
 
@@ -57,8 +70,12 @@ class SSLDataModule(pl.LightningDataModule):
                  num_views: int = 3, seed: int = 0, pin_memory: bool | None = None, persistent_workers: bool = True,
                  drop_last: bool = True, train_split: str = "train", val_split: str = "val",
                  num_replicas: int | None = None, rank: int | None = None, loader: str = "threads",
-                 quaternion_sign: str = DEFAULT_QUATERNION_SIGN, colour_targets: str = DEFAULT_COLOUR_TARGETS):
+                 quaternion_sign: str = DEFAULT_QUATERNION_SIGN, colour_targets: str = DEFAULT_COLOUR_TARGETS,
+                 data_format: str = "native", image_size: int | None = None):
         super().__init__()
+        if data_format not in SOURCES:
+            raise ValueError(f"data.format: unknown dataset format {data_format!r}; valid: {sorted(SOURCES)}")
+        self.data_format, self.image_size = data_format, image_size
         if kind not in DATASET_KINDS:
             raise ValueError(f"kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
         if loader not in LOADERS:
@@ -72,14 +89,20 @@ class SSLDataModule(pl.LightningDataModule):
         self.persistent_workers, self.drop_last = persistent_workers, drop_last
         self.train_split, self.val_split = train_split, val_split
         self.num_replicas, self.rank = num_replicas, rank
-        self.source: NativeDataset | None = None
+        self.source: Any = None
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.source is None:
-            self.source = NativeDataset(self.root)
+            self.source = SOURCES[self.data_format](self.root, self.image_size)
+            if self.kind == "sequence" and self.source.views > 1 and not 1 <= self.num_views <= self.source.views:
+                raise ValueError(f"{self.root}: sequence items need {self.num_views} views but the dataset has "
+                                 f"{self.source.views} per object (data.num_views, or method.seq_len M for seq-JEPA, "
+                                 f"which loads M + 1): valid M for seq-JEPA is 1..{self.source.views - 1}")
             train_factory, val_factory = DATASET_KINDS[self.kind]
+            if self.source.views == 1:
+                train_factory = val_factory = SINGLE_IMAGE_KINDS[self.kind]
             self.train_set = train_factory(self.source, self.train_split, self)
             self.val_set = val_factory(self.source, self.val_split, self)
 

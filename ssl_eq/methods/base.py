@@ -55,6 +55,7 @@ class StepOutput:
     loss: Tensor                                           # () total loss
     terms: dict[str, Tensor]                               # () each, already weighted
     reps: list[Tensor] = field(default_factory=list)       # per view (B, D) backbone representations
+    aggregate: Tensor | None = None                        # (B, Da) sequence aggregate (the online classifier's input)
 
 
 class BaseMethod(pl.LightningModule):
@@ -78,13 +79,11 @@ class BaseMethod(pl.LightningModule):
         self.register_buffer("mean", torch.tensor(list(norm.mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(norm.std)).view(1, 3, 1, 1), persistent=False)
         self.channels_last = bool(self.cfg.trainer.get("channels_last", False))
-        # online probes: classifier on inv (full when inv is empty), rotation regressor on equi (idem)
-        probe_cls_dim = self.inv_dim or self.rep_dim
-        probe_rot_dim = self.equi_dim or self.rep_dim
-        num_classes = int(self.cfg.data.num_classes)
-        self.online_classifier = OnlineLinearClassifier(probe_cls_dim, num_classes, topk=(1,))
-        self.online_rotation = nn.Linear(2 * probe_rot_dim, 4)
         self.build_heads()
+        # online probes: classifier on inv (full when inv is empty), rotation regressor on equi (idem)
+        num_classes = int(self.cfg.data.num_classes)
+        self.online_classifier = OnlineLinearClassifier(self.online_classifier_dim, num_classes, topk=(1,))
+        self.online_rotation = self.build_online_rotation(2 * (self.equi_dim or self.rep_dim))
         self.total_steps = 1
         self._last_finite_loss: float | None = None
         self.validated_at_step: int | None = None      # global step of the last completed validation
@@ -106,6 +105,25 @@ class BaseMethod(pl.LightningModule):
     def predict(self, equi_emb: Tensor, batch_actions: dict[str, Tensor]) -> Tensor:
         """(B, Ee) view-1 equivariant embedding + actions -> (B, Ee) predicted view-2 embedding."""
         raise NotImplementedError(f"method {self.name!r} has no predictor (has_predictor is False)")
+
+    @property
+    def online_classifier_dim(self) -> int:
+        """Width of the online classifier's input: inv (full when inv is empty), or StepOutput.aggregate."""
+        return self.inv_dim or self.rep_dim
+
+    def build_online_rotation(self, in_dim: int) -> nn.Module:
+        """Online relative-rotation regressor (B, in_dim) [equi_a; equi_b] -> (B, 4)."""
+        return nn.Linear(in_dim, 4)
+
+    @property
+    def aug_action_dim(self) -> int:
+        """Width of batch["aug_action"] per view (zeros of it stand in for augmentation during validation)."""
+        return self.augment.action_dim
+
+    @classmethod
+    def item_views(cls, data_cfg: DictConfig, method_cfg: DictConfig) -> int | None:
+        """Views per item of sequence batches (data.num_views); pair / view batches ignore it."""
+        return data_cfg.get("num_views")
 
     # ------------------------------------------------------------------ public model API
     @property
@@ -167,7 +185,7 @@ class BaseMethod(pl.LightningModule):
         views, action = self.augment_views(batch["images"])
         out = self.step_loss(views, {**batch, "aug_action": action})
         self.check_finite(out)
-        probe_loss, probe_logs, _ = self.online_probes(out.reps, batch)
+        probe_loss, probe_logs, _ = self.online_probes(out.reps, batch, out.aggregate)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({f"train/{k}": v.detach() for k, v in out.terms.items()})
         self.log_dict(probe_logs)
@@ -183,8 +201,8 @@ class BaseMethod(pl.LightningModule):
         images = batch["images"]
         b, v = images.shape[:2]
         views = self.preprocess(images.flatten(0, 1)).unflatten(0, (b, v))
-        out = self.step_loss(views, {**batch, "aug_action": views.new_zeros(b, v, self.augment.action_dim)})
-        _, logs, rot_stats = self.online_probes(out.reps, batch)
+        out = self.step_loss(views, {**batch, "aug_action": views.new_zeros(b, v, self.aug_action_dim)})
+        _, logs, rot_stats = self.online_probes(out.reps, batch, out.aggregate)
         logs.pop("online/rotation_r2", None)
         if b > 1:  # batch statistics (variance, covariance) are undefined for one item
             logs.update({"loss": out.loss, **out.terms})
@@ -210,11 +228,13 @@ class BaseMethod(pl.LightningModule):
             f"{self._last_finite_loss}; non-finite term(s): {', '.join(bad)}. The last checkpoint is kept; "
             f"lower the learning rate (method.optim.lr) or set trainer.gradient_clip_val and resume from it.")
 
-    def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor]
+    def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor], aggregate: Tensor | None = None
                       ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-        """Linear classifier on inv and relative-rotation regressor on equi (full where a part is empty).
+        """Linear classifier on inv (or on `aggregate` (B, Da) when given, e.g. seq-JEPA's z_AGG) and
+        relative-rotation regressor on equi of views 0 and 1 (full where a part is empty).
 
-        reps: per view (B, D). Features are detached, so no gradient reaches the encoder. Returns the probe
+        reps: per view (B, D); for sequence batches rel_rotation_quat is (B, M, 4) and its first action
+        (view 0 -> 1) is the target. Features are detached, so no gradient reaches the encoder. Returns the probe
         loss (), logs {"online/...": ()} and the rotation probe's r2_statistics (10,) (None without rotations).
         """
         parts = [self.split(r.detach()) for r in reps]
@@ -222,8 +242,9 @@ class BaseMethod(pl.LightningModule):
         logs: dict[str, Tensor] = {}
         rot_stats = None
         if "label" in batch:
-            feats = torch.cat([p["inv"] if self.inv_dim else p["full"] for p in parts])
-            labels = batch["label"].repeat(len(parts))
+            feats = aggregate.detach() if aggregate is not None else \
+                torch.cat([p["inv"] if self.inv_dim else p["full"] for p in parts])
+            labels = batch["label"].repeat(feats.shape[0] // batch["label"].shape[0])
             cls_loss, topk = self.online_classifier.shared_step((feats, labels), 0)
             loss = loss + cls_loss
             logs.update({"online/cls_loss": cls_loss.detach(), **{f"online/cls_top{k}": a for k, a in topk.items()}})
@@ -231,6 +252,7 @@ class BaseMethod(pl.LightningModule):
             key = "equi" if self.equi_dim else "full"
             pred = self.online_rotation(torch.cat([parts[0][key], parts[1][key]], -1))
             target = batch["rel_rotation_quat"].to(pred.dtype)
+            target = target[:, 0] if target.dim() == 3 else target
             rot_loss = F.mse_loss(pred, target)
             loss = loss + rot_loss
             rot_stats = r2_statistics(pred.detach(), target)

@@ -222,7 +222,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by the "
                          f"{world} ranks (trainer.devices x trainer.num_nodes)")
     dm = SSLDataModule(cfg.data.root, kind=method_cls.batch_kind, batch_size=cfg.data.batch_size // world,
-                       num_workers=cfg.data.num_workers, num_views=cfg.data.num_views, seed=cfg.seed,
+                       num_workers=cfg.data.num_workers, num_views=method_cls.item_views(cfg.data, cfg.method),
+                       seed=cfg.seed, data_format=cfg.data.format, image_size=cfg.data.image_size,
                        train_split=cfg.data.train_split, val_split=cfg.data.val_split, loader=cfg.data.loader,
                        pin_memory=cfg.data.pin_memory, persistent_workers=cfg.data.persistent_workers,
                        drop_last=cfg.data.drop_last, quaternion_sign=cfg.data.quaternion_sign,

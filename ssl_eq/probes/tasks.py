@@ -282,3 +282,5 @@ PROBES: dict[str, Callable[[ProbeContext, dict], ProbeResult]] = {
     "predictor": probe_predictor,
 }
 
+
+import ssl_eq.probes.sequence  # noqa: E402,F401  (registers seq-JEPA's z_AGG probes into PROBES)
