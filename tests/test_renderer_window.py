@@ -64,7 +64,7 @@ def test_object_partly_outside_the_frame(reference, rendered):
     assert edge[:4].sum() >= 3                                   # cut by the frame (as in the reference)
     x0, y0, side = out["window"].unbind(-1)
     assert (x0 >= 0).all() and (y0 >= 0).all() and (x0 + side <= size).all() and (y0 + side <= size).all()
-    assert int(side[0]) < size                                   # a window, not the whole frame
+    assert (side < size).all()                                   # a window, not the whole frame
     diff = np.abs(out["images"].numpy()[edge].astype(int) - reference["mug_t_images"][edge]).max(-1)
     assert (diff <= 1).mean() >= 0.999
 
@@ -84,6 +84,16 @@ def test_shadow_outside_the_window(reference, rendered):
     assert lit[outside].mean() < lit[~shadow & ~out["mask"].numpy()].mean()    # and it is darker
 
 
+def test_render_does_not_depend_on_the_batch(reference, case_meshes, rendered):
+    """Each item's window depends on that item alone: a batch of 2 renders the bytes of the batch of 6."""
+    whole = rendered["proc_t"]
+    lat = torch.as_tensor(reference["proc_t_latents"], dtype=torch.float32)
+    renderer = SceneRenderer(RenderSettings(image_size=64, shadow_map_size=64), "cpu")
+    pair = renderer.render(case_meshes["proc"][2:4], torch.arange(2), lat[2:4])
+    assert torch.equal(pair["images"], whole["images"][2:4])
+    assert len(set(whole["window"][:, 2].tolist())) > 1              # several window sides in one batch
+
+
 def test_window_equals_full_frame_for_another_camera(case_meshes, reference, monkeypatch):
     """A close-up camera (camera read from SceneSpec) with supersampling: the windowed render equals the
     same renderer rasterising the object over the whole frame."""
@@ -95,7 +105,7 @@ def test_window_equals_full_frame_for_another_camera(case_meshes, reference, mon
     windowed = renderer.render(case_meshes["mug"], index, lat)
     assert (windowed["window"][:, 2] < 64).all()
     zeros = torch.zeros(3, dtype=torch.long)
-    monkeypatch.setattr(renderer, "object_windows", lambda objects: (zeros, zeros, renderer.size))
+    monkeypatch.setattr(renderer, "object_windows", lambda objects: (zeros, zeros, torch.full_like(zeros, 64)))
     full = renderer.render(case_meshes["mug"], index, lat)
     diff = (windowed["images"].int() - full["images"].int()).abs().amax(-1)
     assert windowed["mask"].float().mean() > 0.05

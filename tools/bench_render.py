@@ -50,7 +50,7 @@ class FullFrameRenderer(SceneRenderer):
 
     def object_windows(self, objects):
         zeros = torch.zeros(len(objects), dtype=torch.long, device=self.device)
-        return zeros, zeros, self.size
+        return zeros, zeros, torch.full_like(zeros, self.size)
 
 
 def stage_renderers(size: int, device) -> list:

@@ -28,6 +28,8 @@ from .scene import RenderSettings, SceneSpec
 _EMPTY_DEPTH = 1e6
 _ZNEAR, _ZFAR = 0.1, 100.0             # camera clipping planes (scene units)
 _WINDOW_MARGIN_PX = 1                  # pixels added around the projected object box
+_WINDOW_STEPS = 16                     # window sides are multiples of S / 16: few raster calls per batch
+_WINDOW_CHANNELS = 10                  # depth, point (3), normal (3), albedo (3)
 _MAX_FACES_PER_BIN = 200_000           # CUDA coarse rasteriser
 
 
@@ -74,8 +76,8 @@ class SceneRenderer:
     mesh_index (B,) picks one per item, latents (B, D) follows DESIGN.md §4 ([rot xyz, floor hue, spot theta, spot phi, spot hue, (trans xyz)])
     and S = image_size * supersample.
 
-    Only the object is rasterised, inside a window of P x P pixels per item (P: the widest object of the
-    batch, in pixels of its projected vertices' box), through a crop of the camera's projection; the floor
+    Only the object is rasterised, inside a square window per item (around its projected vertices, side a
+    multiple of S / 16; one rasterisation per distinct side), through a crop of the camera's projection; the floor
     (plane z = floor_z) is intersected analytically with each pixel's ray and the nearer of floor and
     object is shaded. The camera comes from `settings.scene` (position, field of view).
     """
@@ -126,18 +128,18 @@ class SceneRenderer:
         rot = euler_xyz_to_matrix(latents[:, :3])[item]                          # (V, 3, 3)
         return list((verts[:, None, :] * rot).sum(-1).split(counts))
 
-    def object_windows(self, objects: Meshes) -> tuple[Tensor, Tensor, int]:
-        """Pixel box of each item's projected vertices (+ a margin), clipped to the image, as one window size
-        for the batch: -> x0 (B,), y0 (B,) top-left pixel (long), P window side in pixels (<= S)."""
+    def object_windows(self, objects: Meshes) -> tuple[Tensor, Tensor, Tensor]:
+        """Square pixel window of each item: the box of its projected vertices (+ a margin), its side rounded
+        up to a multiple of S / WINDOW_STEPS, shifted to lie inside the image. An item's window depends on
+        that item alone, so renders do not depend on the batch. -> x0, y0 top-left pixel, side; long (B,)."""
         size, margin = self.size, _WINDOW_MARGIN_PX
         verts = objects.verts_packed()
         item = objects.verts_packed_to_mesh_idx()
         view = verts @ self._cam_r[0] + self._cam_t[0]
-        if (view[:, 2] <= _ZNEAR).any():                 # a vertex at / behind the camera: use the whole frame
-            zeros = torch.zeros(len(objects), dtype=torch.long, device=self.device)
-            return zeros, zeros, size
+        behind = torch.zeros(len(objects), dtype=torch.bool, device=self.device)
+        behind[item[view[:, 2] <= _ZNEAR]] = True                # a vertex at / behind the camera: whole frame
         k = self._projection[0]
-        ndc = torch.stack([k[0, 0] * view[:, 0], k[1, 1] * view[:, 1]], -1) / view[:, 2:]
+        ndc = torch.stack([k[0, 0] * view[:, 0], k[1, 1] * view[:, 1]], -1) / view[:, 2:].clamp_min(_ZNEAR)
         pix = (size * (1 - ndc) - 1) / 2                                        # (V, 2) pixel column, row
         lo = torch.full((len(objects), 2), math.inf, device=self.device).scatter_reduce(
             0, item[:, None].expand(-1, 2), pix, "amin")
@@ -145,9 +147,27 @@ class SceneRenderer:
             0, item[:, None].expand(-1, 2), pix, "amax")
         lo = (lo.ceil() - margin).clamp(0, size - 1).long()
         hi = (hi.floor() + margin).clamp(0, size - 1).long()
-        side = int((hi - lo + 1).clamp_min(1).max())
-        start = lo.clamp(max=size - side)
+        step = max(1, math.ceil(size / _WINDOW_STEPS))
+        side = ((hi - lo + 1).amax(-1).clamp_min(1) + step - 1) // step * step
+        side = torch.where(behind, size, side.clamp(max=size))
+        start = torch.minimum(lo, (size - side)[:, None])
+        start = torch.where(behind[:, None], 0, start)
         return start[:, 0], start[:, 1], side
+
+    def _window_attributes(self, objects: Meshes, face_colors: Tensor, x0: Tensor, y0: Tensor,
+                           side: int) -> Tensor:
+        """Rasterise items sharing one window side P -> (b, P*P, 10): view depth (inf where empty), world
+        point (3), face normal (3), albedo (3) of each window pixel."""
+        frags = MeshRasterizer(cameras=self._window_cameras(x0, y0, side),
+                               raster_settings=RasterizationSettings(image_size=side, perspective_correct=True,
+                                                                     **self._raster_kw))(objects)
+        pix = frags.pix_to_face[..., 0]
+        face = pix.clamp_min(0)
+        faces_verts = objects.verts_packed()[objects.faces_packed()]             # (F, 3, 3)
+        points = interpolate_face_attributes(frags.pix_to_face, frags.bary_coords, faces_verts)[..., 0, :]
+        depth = torch.where(pix >= 0, frags.zbuf[..., 0], torch.full_like(frags.zbuf[..., 0], math.inf))
+        return torch.cat([depth[..., None], points, objects.faces_normals_packed()[face], face_colors[face]],
+                         -1).reshape(len(objects), side * side, -1)
 
     def _window_cameras(self, x0: Tensor, y0: Tensor, side: int) -> FoVPerspectiveCameras:
         """Cameras whose NDC square is the window of side `side` pixels at (x0, y0) of the S x S image: the
@@ -168,25 +188,19 @@ class SceneRenderer:
         batch = latents.shape[0]
         objects = Meshes(verts=self.object_vertices(meshes, mesh_index, latents),
                          faces=[meshes[i].faces for i in mesh_index.tolist()])
-        face_colors = torch.cat([meshes[i].face_colors for i in mesh_index.tolist()])
+        face_colors = [meshes[i].face_colors for i in mesh_index.tolist()]
 
-        # the object, rasterised in its window: (B, P, P) attributes, then placed into the (B, S, S) image
-        x0, y0, side = self.object_windows(objects)
-        frags = MeshRasterizer(cameras=self._window_cameras(x0, y0, side),
-                               raster_settings=RasterizationSettings(image_size=side, perspective_correct=True,
-                                                                     **self._raster_kw))(objects)
-        pix = frags.pix_to_face[..., 0]
-        face = pix.clamp_min(0)
-        faces_verts = objects.verts_packed()[objects.faces_packed()]             # (F, 3, 3)
-        obj_points = interpolate_face_attributes(frags.pix_to_face, frags.bary_coords, faces_verts)[..., 0, :]
-        obj_depth = torch.where(pix >= 0, frags.zbuf[..., 0], torch.full_like(frags.zbuf[..., 0], math.inf))
-        window = torch.cat([obj_depth[..., None], obj_points, objects.faces_normals_packed()[face],
-                            face_colors[face]], -1).reshape(batch, side * side, -1)      # (B, P*P, 10)
-        rows = y0[:, None] + torch.arange(side, device=self.device)[None]                 # (B, P)
-        cols = x0[:, None] + torch.arange(side, device=self.device)[None]
-        flat = (rows[:, :, None] * size + cols[:, None, :]).reshape(batch, -1, 1)
-        full = torch.full((batch, size * size, window.shape[-1]), math.inf, device=self.device)
-        full = full.scatter(1, flat.expand(-1, -1, window.shape[-1]), window).reshape(batch, size, size, -1)
+        # the object, rasterised in its window (one call per window side), placed into the (B, S, S) image
+        x0, y0, sides = self.object_windows(objects)
+        full = torch.full((batch, size * size, _WINDOW_CHANNELS), math.inf, device=self.device)
+        for side in sides.unique().tolist():
+            items = (sides == side).nonzero()[:, 0]
+            colors = torch.cat([face_colors[i] for i in items.tolist()])
+            attrs = self._window_attributes(objects[items.tolist()], colors, x0[items], y0[items], side)
+            ramp = torch.arange(side, device=self.device)
+            flat = ((y0[items, None] + ramp)[:, :, None] * size + (x0[items, None] + ramp)[:, None, :])
+            full[items] = full[items].scatter(1, flat.reshape(len(items), -1, 1).expand_as(attrs), attrs)
+        full = full.reshape(batch, size, size, _WINDOW_CHANNELS)
 
         # the floor, analytic; the nearer of floor and object is seen
         floor_points, floor_depth = self._floor
@@ -219,7 +233,7 @@ class SceneRenderer:
             rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), st.supersample).permute(0, 2, 3, 1)
             mask = F.avg_pool2d(mask[:, None], st.supersample)[:, 0]
         images = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
-        windows = torch.stack([x0, y0, torch.full_like(x0, side)], -1)
+        windows = torch.stack([x0, y0, sides], -1)
         return {"images": images, "mask": mask >= 0.5, "shadow": visibility, "window": windows}
 
     def shadow_visibility(self, objects: Meshes, light_pos: Tensor, points: Tensor) -> Tensor:
