@@ -10,8 +10,11 @@ stage 0, 1, 2, 3[, Blender]), so a shared, loaded CPU slows them alike and the r
                        tools/measure_shadow_map.py) instead of the image size: today's renderer
 With --blender, Blender Cycles (100 spp, tools/blender_scene.py) renders the mug rows' first views in the
 separate bpy venv (tools/setup_bench_env.sh) once per repeat; the column is skipped when that venv is absent.
+--clock cpu times CPU seconds of the process (all threads; Blender's too) instead of wall time: on a
+CPU shared with other jobs it measures the work, which wall time does not; use it with --threads 1.
 Usage: python tools/bench_render.py [--device auto|cpu|cuda] [--images N] [--batch B] [--repeats R]
-       [--rows procedural:64 mug:256 ...] [--blender] [--blender-images K] [--profile]
+       [--rows procedural:64 mug:256 ...] [--blender] [--blender-images K] [--clock wall|cpu]
+       [--threads T] [--profile]
 Prints Markdown tables to paste into BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -64,24 +67,27 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def timed_pass(renderer, meshes, index, latents, batch) -> float:
-    """Seconds to render all items in batches of `batch`."""
+CLOCKS = {"wall": (time.perf_counter, "seconds"), "cpu": (time.process_time, "cpu_seconds")}
+
+
+def timed_pass(renderer, meshes, index, latents, batch, clock) -> float:
+    """Seconds (of `clock`) to render all items in batches of `batch`."""
     _sync(renderer.device)
-    t = time.perf_counter()
+    t = clock()
     for s in range(0, len(latents), batch):
         renderer.render(meshes, index[s:s + batch], latents[s:s + batch])
     _sync(renderer.device)
-    return time.perf_counter() - t
+    return clock() - t
 
 
-def blender_seconds(mesh, latents: np.ndarray, size: int) -> list[float]:
-    """Per-image Cycles render times (scene building and Blender's start-up excluded)."""
+def blender_seconds(mesh, latents: np.ndarray, size: int, key: str) -> list[float]:
+    """Per-image Cycles render times, wall or CPU (`key`); scene building and Blender's start-up excluded."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "scene.npz"
         np.savez(cfg, verts=mesh.verts, faces=mesh.faces, latents=latents[:, :7], size=size, samples=BLENDER_SAMPLES)
         out = subprocess.run([str(BPY_PYTHON), str(HERE / "blender_scene.py"), str(cfg)], check=True,
                              capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    return json.loads(out.stdout.strip().splitlines()[-1])[key]
 
 
 def main() -> None:
@@ -94,8 +100,13 @@ def main() -> None:
                     help="OBJECTS:PX, objects procedural (24 objects) or mug (the fixtures' 4,736-face mesh)")
     ap.add_argument("--blender", action="store_true", help="time Blender Cycles on the mug rows")
     ap.add_argument("--blender-images", type=int, default=2, help="Blender images per repeat")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--profile", action="store_true", help="cProfile one batch of today's renderer per row")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock, blender_key = CLOCKS[args.clock]
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     n, batch = args.images or (2048 if gpu else 8), args.batch or (256 if gpu else 8)
@@ -111,7 +122,7 @@ def main() -> None:
                                                           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
     print(f"# render benchmark — {name}, torch {torch.__version__}, {datetime.date.today()}")
     print(f"`{' '.join(['python', *sys.argv])}`: {n} images per pass, batch {batch}, {args.repeats} interleaved "
-          f"repeats\n")
+          f"repeats, {args.clock} clock, {torch.get_num_threads()} torch threads\n")
     print("| objects | px | " + " | ".join(f"{s} img/s" for s in STAGES)
           + " | floor / 0 | window / 1 | shadow map / 2 | **3 / 0** | Blender s/img | **3 vs Blender** |")
     print("|---|---|" + "---|" * (len(STAGES) + 6))
@@ -128,16 +139,16 @@ def main() -> None:
         seconds, blender = np.zeros(len(renderers)), []
         for _ in range(args.repeats):
             for k, r in enumerate(renderers):
-                seconds[k] += timed_pass(r, meshes, index, latents, batch)
+                seconds[k] += timed_pass(r, meshes, index, latents, batch, clock)
             if use_blender and label == "mug":
-                blender += blender_seconds(mug, latents[:args.blender_images].double().numpy(), size)
+                blender += blender_seconds(mug, latents[:args.blender_images].double().numpy(), size, blender_key)
         ips = n * args.repeats / seconds
         b_s = float(np.mean(blender)) if blender else None
         print(f"| {label} | {size} | " + " | ".join(f"{v:.2f}" for v in ips)
               + f" | {ips[1] / ips[0]:.2f}x | {ips[2] / ips[1]:.2f}x | {ips[3] / ips[2]:.2f}x | **{ips[3] / ips[0]:.2f}x** "
               + (f"| {b_s:.2f} | **{ips[3] * b_s:.1f}x** |" if b_s else "| – | – |"), flush=True)
         if args.profile:
-            prof = cProfile.Profile()
+            prof = cProfile.Profile(clock)
             prof.runcall(renderers[-1].render, meshes, index[:batch], latents[:batch])
             profiles.append((row, prof))
     for row, prof in profiles:

@@ -1,7 +1,8 @@
 """Render 3DIEBench views of one mesh with Blender Cycles (DESIGN.md §4), for `bench_render.py --blender`.
 
 Runs under the Python of the separate bpy venv (`tools/setup_bench_env.sh`), NOT the project's env:
-    python tools/blender_scene.py SCENE.npz  ->  prints {"seconds": [per-image render wall time]} as JSON
+    python tools/blender_scene.py SCENE.npz  ->  prints {"seconds": [...], "cpu_seconds": [...]} as JSON
+(per-image render wall time and CPU time of all of Blender's threads)
 SCENE.npz: verts (N, 3) float32 world frame, faces (F, 3), latents (B, 7) float64, size, samples and,
 optionally, out_dir (a PNG per view is written there when given). Scene: Cycles on the CPU, `samples` spp,
 adaptive sampling, no denoiser, Blender's default view transform; diffuse grey (0.8) object posed by the
@@ -89,7 +90,7 @@ def main() -> None:
     out_dir = str(cfg["out_dir"]) if "out_dir" in cfg.files else None
     scene, obj, floor_mat, spot = build(cfg["verts"], cfg["faces"], int(cfg["size"]), int(cfg["samples"]))
     floor_bsdf = floor_mat.node_tree.nodes["Diffuse BSDF"]
-    seconds = []
+    seconds, cpu_seconds = [], []
     for k, lat in enumerate(cfg["latents"]):
         obj.rotation_euler = tuple(float(a) for a in lat[:3])
         floor_bsdf.inputs["Color"].default_value = (*colorsys.hsv_to_rgb(lat[3], 0.6, 0.6), 1.0)
@@ -98,10 +99,11 @@ def main() -> None:
         aim(spot)
         spot.data.color = colorsys.hsv_to_rgb(lat[6], 1.0, 0.8)
         scene.render.filepath = f"{out_dir}/blender_{k}.png" if out_dir else "/tmp/_unused.png"
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         bpy.ops.render.render(write_still=out_dir is not None)
         seconds.append(time.perf_counter() - t)
-    print(json.dumps({"seconds": seconds}))
+        cpu_seconds.append(time.process_time() - c)
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}))
 
 
 if __name__ == "__main__":
