@@ -6,7 +6,7 @@ stage 0, 1, 2, 3[, Blender]), so a shared, loaded CPU slows them alike and the r
                        rasterised over the whole image, shadow map = image size
   1 + analytic floor   floor by ray-plane intersection, object rasterised over the whole image
   2 + object window    object rasterised only in its window
-  3 + shadow map size  the default shadow map (scene.SHADOW_MAP_FRACTION x image size, measured by
+  3 + shadow map size  the default shadow map (max(32, image size / 4) <= image size, measured by
                        tools/measure_shadow_map.py) instead of the image size: today's renderer
 With --blender, Blender Cycles (100 spp, tools/blender_scene.py) renders the mug rows' first views in the
 separate bpy venv (tools/setup_bench_env.sh) once per repeat; the column is skipped when that venv is absent.

@@ -1,6 +1,6 @@
 """Choose the shadow map's resolution by measurement: for each image size S and map size M, the share of
 floor pixels whose shadow mask (visibility < 0.5) agrees with the one a map twice as fine (2M) gives.
-The smallest M / S reaching 99 % at every S is the renderer's default (`scene.SHADOW_MAP_FRACTION`).
+The renderer's default (`scene.SHADOW_MAP_FRACTION`, `scene.SHADOW_MAP_MIN`) is read off this table.
 
 Scenes: the Blender fixtures' mug (its 8 latents) and procedural objects with 3DIEBench-T latents.
 Also printed: the IoU of the two shadow masks (a stricter view: only the pixels either map shadows).
@@ -21,6 +21,7 @@ from ssl_eq.renderers.scene import RenderSettings, sample_latents
 from ssl_eq.renderers.sources import make_source
 from ssl_eq.renderers.sources.meshfiles import load_mesh_file
 
+MIN_MAP = 8
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/blender-3diebench"
 
 
@@ -53,7 +54,7 @@ def main() -> None:
     for label, meshes, index, latents in scenes(args.procedural):
         for size in args.sizes:
             for fraction in args.fractions:
-                m = max(8, math.ceil(fraction * size))
+                m = max(MIN_MAP, math.ceil(fraction * size))
                 coarse, mask = shadow_mask(meshes, index, latents, size, m)
                 fine, _ = shadow_mask(meshes, index, latents, size, 2 * m)
                 floor = ~mask

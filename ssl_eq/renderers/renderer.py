@@ -30,6 +30,7 @@ _ZNEAR, _ZFAR = 0.1, 100.0             # camera clipping planes (scene units)
 _WINDOW_MARGIN_PX = 1                  # pixels added around the projected object box
 _WINDOW_STEPS = 16                     # window sides are multiples of S / 16: few raster calls per batch
 _WINDOW_CHANNELS = 10                  # depth, point (3), normal (3), albedo (3)
+_CULL_EPS_PX = 1e-2                    # slack of the sub-pixel face cull (rounding of the projection)
 _MAX_FACES_PER_BIN = 200_000           # CUDA coarse rasteriser
 
 
@@ -66,6 +67,24 @@ def _look_at(eye: Tensor, at: Tensor, device: torch.device) -> tuple[Tensor, Ten
     up = torch.tensor([0.0, 0.0, 1.0], device=device).expand_as(eye).clone()
     up[d[:, 2].abs() > 0.99] = torch.tensor([0.0, 1.0, 0.0], device=device)
     return look_at_view_transform(eye=eye, at=at, up=up, device=device)
+
+
+def _faces_covering_pixels(objects: Meshes, pix: Tensor, lower: Tensor, upper: Tensor,
+                           keep_all: Tensor) -> tuple[Meshes, Tensor]:
+    """Drop the faces whose pixel box holds no pixel centre of their item's raster (centres at integer `pix`):
+    with blur radius 0 they are no pixel's face, so the rest rasterise to the same fragments at a lower cost
+    (PyTorch3D's CPU kernel pays per face and per pixel-face test). pix (V, 2) packed vertices' pixel x, y;
+    lower, upper (B, 2) the raster's first / last pixel; keep_all (B,) items left whole.
+    -> (meshes of the kept faces, (F_kept,) packed ids of the kept faces in `objects`)."""
+    faces = objects.faces_packed()
+    item = objects.faces_packed_to_mesh_idx()
+    box = pix[faces]                                                        # (F, 3, 2)
+    first = torch.maximum((box.amin(1) - _CULL_EPS_PX).ceil(), lower[item])
+    last = torch.minimum((box.amax(1) + _CULL_EPS_PX).floor(), upper[item])
+    kept = ((first <= last).all(-1) | keep_all[item]).nonzero()[:, 0]
+    local = faces[kept] - objects.mesh_to_verts_packed_first_idx()[item[kept]][:, None]
+    counts = torch.bincount(item[kept], minlength=len(objects)).tolist()
+    return Meshes(verts=objects.verts_list(), faces=list(local.split(counts))), kept
 
 
 class SceneRenderer:
@@ -128,23 +147,27 @@ class SceneRenderer:
         rot = euler_xyz_to_matrix(latents[:, :3])[item]                          # (V, 3, 3)
         return list((verts[:, None, :] * rot).sum(-1).split(counts))
 
-    def object_windows(self, objects: Meshes) -> tuple[Tensor, Tensor, Tensor]:
-        """Square pixel window of each item: the box of its projected vertices (+ a margin), its side rounded
-        up to a multiple of S / WINDOW_STEPS, shifted to lie inside the image. An item's window depends on
-        that item alone, so renders do not depend on the batch. -> x0, y0 top-left pixel, side; long (B,)."""
-        size, margin = self.size, _WINDOW_MARGIN_PX
-        verts = objects.verts_packed()
+    def _pixels(self, objects: Meshes) -> tuple[Tensor, Tensor]:
+        """Camera pixel coordinates of the packed vertices -> pix (V, 2) x, y (pixel centres at integers),
+        behind (B,) items with a vertex at / behind the camera (their pixels are meaningless)."""
         item = objects.verts_packed_to_mesh_idx()
-        view = verts @ self._cam_r[0] + self._cam_t[0]
+        view = objects.verts_packed() @ self._cam_r[0] + self._cam_t[0]
         behind = torch.zeros(len(objects), dtype=torch.bool, device=self.device)
-        behind[item[view[:, 2] <= _ZNEAR]] = True                # a vertex at / behind the camera: whole frame
+        behind[item[view[:, 2] <= _ZNEAR]] = True
         k = self._projection[0]
         ndc = torch.stack([k[0, 0] * view[:, 0], k[1, 1] * view[:, 1]], -1) / view[:, 2:].clamp_min(_ZNEAR)
-        pix = (size * (1 - ndc) - 1) / 2                                        # (V, 2) pixel column, row
-        lo = torch.full((len(objects), 2), math.inf, device=self.device).scatter_reduce(
-            0, item[:, None].expand(-1, 2), pix, "amin")
-        hi = torch.full((len(objects), 2), -math.inf, device=self.device).scatter_reduce(
-            0, item[:, None].expand(-1, 2), pix, "amax")
+        return (self.size * (1 - ndc) - 1) / 2, behind
+
+    def object_windows(self, objects: Meshes) -> tuple[Tensor, Tensor, Tensor]:
+        """Square pixel window of each item: the box of its projected vertices (+ a margin), its side rounded
+        up to a multiple of S / WINDOW_STEPS, shifted to lie inside the image (the whole frame when a vertex is
+        behind the camera). An item's window depends on that item alone, so renders do not depend on the
+        batch. -> x0, y0 top-left pixel, side; long (B,)."""
+        size, margin = self.size, _WINDOW_MARGIN_PX
+        pix, behind = self._pixels(objects)
+        index = objects.verts_packed_to_mesh_idx()[:, None].expand(-1, 2)
+        lo = torch.full((len(objects), 2), math.inf, device=self.device).scatter_reduce(0, index, pix, "amin")
+        hi = torch.full((len(objects), 2), -math.inf, device=self.device).scatter_reduce(0, index, pix, "amax")
         lo = (lo.ceil() - margin).clamp(0, size - 1).long()
         hi = (hi.floor() + margin).clamp(0, size - 1).long()
         step = max(1, math.ceil(size / _WINDOW_STEPS))
@@ -158,14 +181,17 @@ class SceneRenderer:
                            side: int) -> Tensor:
         """Rasterise items sharing one window side P -> (b, P*P, 10): view depth (inf where empty), world
         point (3), face normal (3), albedo (3) of each window pixel."""
+        pix, behind = self._pixels(objects)
+        lower = torch.stack([x0, y0], -1).float()
+        visible, kept = _faces_covering_pixels(objects, pix, lower, lower + side - 1, behind)
         frags = MeshRasterizer(cameras=self._window_cameras(x0, y0, side),
                                raster_settings=RasterizationSettings(image_size=side, perspective_correct=True,
-                                                                     **self._raster_kw))(objects)
-        pix = frags.pix_to_face[..., 0]
-        face = pix.clamp_min(0)
-        faces_verts = objects.verts_packed()[objects.faces_packed()]             # (F, 3, 3)
+                                                                     **self._raster_kw))(visible)
+        pix_to_face = frags.pix_to_face[..., 0]
+        face = kept[pix_to_face.clamp_min(0)]                                   # ids in `objects`
+        faces_verts = visible.verts_packed()[visible.faces_packed()]             # (F_kept, 3, 3)
         points = interpolate_face_attributes(frags.pix_to_face, frags.bary_coords, faces_verts)[..., 0, :]
-        depth = torch.where(pix >= 0, frags.zbuf[..., 0], torch.full_like(frags.zbuf[..., 0], math.inf))
+        depth = torch.where(pix_to_face >= 0, frags.zbuf[..., 0], torch.full_like(frags.zbuf[..., 0], math.inf))
         return torch.cat([depth[..., None], points, objects.faces_normals_packed()[face], face_colors[face]],
                          -1).reshape(len(objects), side * side, -1)
 
@@ -253,7 +279,16 @@ class SceneRenderer:
         fov = torch.rad2deg(2 * torch.asin((radii * 1.02 / dist).clamp(max=0.99)))
         r, t = _look_at(light_pos, centres, self.device)
         light_cams = FoVPerspectiveCameras(R=r, T=t, fov=fov, znear=0.05, zfar=_ZFAR, device=self.device)
-        depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(objects).zbuf
+        clip = torch.cat([verts, torch.ones_like(verts[:, :1])], -1)[:, None, :] \
+            @ light_cams.get_full_projection_transform().get_matrix()[item]      # (V, 1, 4) row vectors
+        ndc = clip[:, 0, :2] / clip[:, 0, 3:].clamp_min(1e-6)
+        behind = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        behind[item[clip[:, 0, 3] <= 1e-6]] = True
+        m = st.shadow_map_size
+        edge = torch.tensor([0.0, m - 1.0], device=self.device)
+        occluders, _ = _faces_covering_pixels(objects, (m * (1 - ndc) - 1) / 2, edge[0].expand(batch, 2),
+                                              edge[1].expand(batch, 2), behind)
+        depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(occluders).zbuf
         depth_map = torch.where(depth_map < 0, torch.full_like(depth_map, _EMPTY_DEPTH), depth_map)
         depth_map = depth_map.permute(0, 3, 1, 2)                        # (B, 1, M, M)
         flat = points.reshape(batch, -1, 3)
