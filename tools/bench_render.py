@@ -145,7 +145,8 @@ def main() -> None:
         ips = n * args.repeats / seconds
         b_s = float(np.mean(blender)) if blender else None
         print(f"| {label} | {size} | " + " | ".join(f"{v:.2f}" for v in ips)
-              + f" | {ips[1] / ips[0]:.2f}x | {ips[2] / ips[1]:.2f}x | {ips[3] / ips[2]:.2f}x | **{ips[3] / ips[0]:.2f}x** "
+              + f" | {ips[1] / ips[0]:.2f}x | {ips[2] / ips[1]:.2f}x | {ips[3] / ips[2]:.2f}x "
+              + f"| **{ips[3] / ips[0]:.2f}x** "
               + (f"| {b_s:.2f} | **{ips[3] * b_s:.1f}x** |" if b_s else "| – | – |"), flush=True)
         if args.profile:
             prof = cProfile.Profile(clock)

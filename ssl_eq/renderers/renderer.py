@@ -27,6 +27,7 @@ from .scene import RenderSettings, SceneSpec
 
 _EMPTY_DEPTH = 1e6
 _ZNEAR, _ZFAR = 0.1, 100.0             # camera clipping planes (scene units)
+_LIGHT_ZNEAR = 0.05                    # near plane of the lights' shadow cameras
 _WINDOW_MARGIN_PX = 1                  # pixels added around the projected object box
 _WINDOW_STEPS = 16                     # window sides are multiples of S / 16: few raster calls per batch
 _WINDOW_CHANNELS = 10                  # depth, point (3), normal (3), albedo (3)
@@ -92,11 +93,12 @@ class SceneRenderer:
 
     render(meshes, mesh_index, latents) -> {"images": uint8 (B, H, W, 3), "mask": bool (B, H, W),
     "shadow": float (B, S, S), "window": long (B, 3) [x0, y0, P]} where meshes is a list of MeshTensors,
-    mesh_index (B,) picks one per item, latents (B, D) follows DESIGN.md §4 ([rot xyz, floor hue, spot theta, spot phi, spot hue, (trans xyz)])
-    and S = image_size * supersample.
+    mesh_index (B,) picks one per item, latents (B, D) follows DESIGN.md §4 ([rot xyz, floor hue, spot theta,
+    spot phi, spot hue, (trans xyz)]) and S = image_size * supersample.
 
     Only the object is rasterised, inside a square window per item (around its projected vertices, side a
-    multiple of S / 16; one rasterisation per distinct side), through a crop of the camera's projection; the floor
+    multiple of S / 16; one rasterisation per distinct side), through a crop of the camera's projection, and
+    faces too small to hold a pixel centre are dropped first (also for the shadow map); the floor
     (plane z = floor_z) is intersected analytically with each pixel's ray and the nearer of floor and
     object is shaded. The camera comes from `settings.scene` (position, field of view).
     """
@@ -124,7 +126,8 @@ class SceneRenderer:
         """Ray-plane intersection of every pixel centre's camera ray with the floor z = floor_z.
         -> points (S, S, 3) world, depth (S, S) view z (inf where the ray misses the floor square)."""
         s, size = self.spec, self.size
-        ndc = 1 - (2 * torch.arange(size, device=self.device, dtype=torch.float32) + 1) / size  # PyTorch3D: +x left, +y up
+        centres = torch.arange(size, device=self.device, dtype=torch.float32)
+        ndc = 1 - (2 * centres + 1) / size                                       # PyTorch3D: +x left, +y up
         k = self._projection[0]
         x_view = (ndc / k[0, 0])[None, :].expand(size, size)
         y_view = (ndc / k[1, 1])[:, None].expand(size, size)
@@ -278,12 +281,12 @@ class SceneRenderer:
         dist = (light_pos - centres).norm(dim=-1)
         fov = torch.rad2deg(2 * torch.asin((radii * 1.02 / dist).clamp(max=0.99)))
         r, t = _look_at(light_pos, centres, self.device)
-        light_cams = FoVPerspectiveCameras(R=r, T=t, fov=fov, znear=0.05, zfar=_ZFAR, device=self.device)
+        light_cams = FoVPerspectiveCameras(R=r, T=t, fov=fov, znear=_LIGHT_ZNEAR, zfar=_ZFAR, device=self.device)
         clip = torch.cat([verts, torch.ones_like(verts[:, :1])], -1)[:, None, :] \
             @ light_cams.get_full_projection_transform().get_matrix()[item]      # (V, 1, 4) row vectors
-        ndc = clip[:, 0, :2] / clip[:, 0, 3:].clamp_min(1e-6)
+        ndc = clip[:, 0, :2] / clip[:, 0, 3:].clamp_min(_LIGHT_ZNEAR)
         behind = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        behind[item[clip[:, 0, 3] <= 1e-6]] = True
+        behind[item[clip[:, 0, 3] <= _LIGHT_ZNEAR]] = True                # view z at / behind the near plane
         m = st.shadow_map_size
         edge = torch.tensor([0.0, m - 1.0], device=self.device)
         occluders, _ = _faces_covering_pixels(objects, (m * (1 - ndc) - 1) / 2, edge[0].expand(batch, 2),
