@@ -45,7 +45,7 @@ RANGES: dict[str, Range] = {
     "seed": Range(int, 0),
     "data.batch_size": Range(int, 1),
     "data.num_workers": Range(int, 0),
-    "data.num_views": Range(int, 2),
+    "data.num_views": Range(int, 2, nullable=True),  # null: the method's own (seq-JEPA: method.seq_len + 1)
     "data.image_size": Range(int, 8, nullable=True),
     "trainer.max_steps": Range(int, -1),
     "trainer.max_epochs": Range(int, -1),
