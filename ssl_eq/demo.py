@@ -16,7 +16,8 @@ from .config import config_dir
 
 DEFAULT_METHODS = "sie,vicreg,supervised"
 # the scene and budget of the default demo (see README "Demo" and BENCHMARKS.md "Quality vs budget")
-DEFAULTS = dict(objects=480, views=12, size=32, steps=2000, probe_epochs=30, camera="closeup", rotation_axes="z",
+# (rotation about z over a full turn: the one-parameter group a supervised net learns across objects at this scale)
+DEFAULTS = dict(objects=1200, views=8, size=32, steps=3000, probe_epochs=30, camera="closeup", rotation_axes="z",
                 rotation_range=180.0)
 
 

@@ -5,7 +5,7 @@ Each budget renders (once per object count) the demo's scene, pretrains every me
 it with the demo's probe epochs, exactly the commands `ssl-eq demo` runs. CPU-seconds (this process's user +
 system time) are recorded per step, so budgets can be compared on a shared machine. Re-running resumes.
 
-    python tools/bench_quality.py --budgets 120x300,480x1000,480x2000,1200x4000 --out bench_quality_out
+    python tools/bench_quality.py --budgets 120x300,480x1000,1200x3000,2400x6000 --out bench_quality_out
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budgets", default="120x300,480x1000,480x2000,1200x4000", help="comma list of OBJECTSxSTEPS")
+    p.add_argument("--budgets", default="120x300,480x1000,1200x3000,2400x6000", help="comma list of OBJECTSxSTEPS")
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--out", default="bench_quality_out")
     for key in ("views", "size", "probe_epochs"):
