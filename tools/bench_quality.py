@@ -62,7 +62,8 @@ def run_budget(args: argparse.Namespace, objects: int, steps: int, methods: list
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = ["method", "objects", "steps", "part", *(c for c, _ in COLUMNS), "render_cpu_s", "train_cpu_s", "probe_cpu_s"]
+    cols = ["method", "objects", "steps", "part", *(c for c, _ in COLUMNS),
+            "render_cpu_s", "train_cpu_s", "probe_cpu_s"]
     fmt = lambda v: "–" if v is None else (f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else  # noqa: E731
                                           f"{v:.0f}" if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -417,7 +417,8 @@ def _render_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
         return None
     scene = settings["scene"]
     return {"camera": config.get("camera", "3diebench"), "camera_distance": scene["camera_radius"],
-            "camera_theta": scene["camera_theta"], "camera_phi": scene["camera_phi"], "fov_degrees": scene["fov_degrees"],
+            "camera_theta": scene["camera_theta"], "camera_phi": scene["camera_phi"],
+            "fov_degrees": scene["fov_degrees"],
             "rotation_axes": scene.get("rotation_axes", "xyz"),
             "rotation_range_degrees": float(np.degrees(scene["rotation_range"])),
             "supersample": settings["supersample"]}

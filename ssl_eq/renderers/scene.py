@@ -55,7 +55,8 @@ class SceneSpec:
     def __post_init__(self) -> None:
         axes = self.rotation_axes
         if not axes or any(a not in ROTATION_AXES for a in axes) or len(set(axes)) != len(axes):
-            raise ValueError(f"rotation_axes must be distinct letters of {ROTATION_AXES!r} (e.g. 'z', 'xz'), got {axes!r}")
+            raise ValueError(f"rotation_axes must be distinct letters of {ROTATION_AXES!r} (e.g. 'z', 'xz'), "
+                             f"got {axes!r}")
         if not 0 < self.rotation_range <= math.pi:
             raise ValueError(f"rotation_range must be in (0, pi] radians, got {self.rotation_range}")
         if self.camera_radius <= 0 or not 0 < self.fov_degrees < 180:
