@@ -79,8 +79,11 @@ def plot(rows: list[dict], path: Path) -> None:
         for method in dict.fromkeys(r["method"] for r in rows):
             by = {(r["objects"], r["steps"]): r[metric] for r in rows if r["method"] == method}
             ax.plot(x, [by.get(b) for b in budgets], "o-", label=method)
-        base = {(r["objects"], r["steps"]): r["mean_baseline"] for r in rows}
-        ax.plot(x, [base.get(b) for b in budgets], "k--", label="mean baseline (pooled)")
+        if metric == "r2_pooled":
+            base = {(r["objects"], r["steps"]): r["mean_baseline"] for r in rows}
+            ax.plot(x, [base.get(b) for b in budgets], "k--", marker="_", markersize=30, label="mean baseline")
+        else:                                              # the mean prediction's uniform R² is 0
+            ax.axhline(0.0, color="k", ls="--", lw=1)
         ax.set_xticks(list(x), [f"{o} obj\n{s} steps" for o, s in budgets])
         ax.set_title(f"relative rotation, held-out objects: {metric}")
         ax.grid(alpha=0.3)
