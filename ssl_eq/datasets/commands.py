@@ -65,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("dataset", help="inspect, import and export datasets")
     sub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
 
-    info = sub.add_parser("info", help="counts, classes, latent ranges, camera / rotation group and size of a native dataset")
+    info = sub.add_parser("info", help="counts, classes, latent ranges, camera / rotation group and size of a "
+                          "native dataset")
     info.add_argument("dir", help="native dataset folder (holds manifest.json)")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=_info)
