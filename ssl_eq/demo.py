@@ -1,8 +1,9 @@
 """`ssl-eq demo`: the whole pipeline on the embedded procedural objects, sized for a laptop CPU.
 
-render (procedural, small images) -> pretrain SIE and VICReg (tiny conv net) -> probe -> report.
+render (procedural, small close-up images) -> pretrain each method (tiny conv net) -> probe -> report.
 Every step is the public CLI command a researcher would run at full scale, printed before it runs;
-re-running resumes (complete shards and finished runs are kept).
+re-running resumes (complete shards and finished runs are kept). Each method `m` of --methods trains with
+configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report.
 """
 from __future__ import annotations
 
@@ -11,18 +12,45 @@ import shlex
 import time
 from pathlib import Path
 
-METHODS = ("sie", "vicreg")
+from .config import config_dir
+
+DEFAULT_METHODS = "sie,vicreg,supervised"
+# the scene and budget of the default demo (see README "Demo" and BENCHMARKS.md "Quality vs budget")
+# (rotation about z over a full turn: the one-parameter group a supervised net learns across objects at this scale)
+DEFAULTS = dict(objects=1200, views=8, size=32, steps=3000, probe_epochs=30, camera="closeup", rotation_axes="z",
+                rotation_range=180.0)
+
+
+def demo_experiments() -> list[str]:
+    """Methods that have a demo config (configs/experiment/demo_<method>.yaml)."""
+    return sorted(p.stem[len("demo_"):] for p in (config_dir() / "experiment").glob("demo_*.yaml"))
+
+
+def parse_methods(spec: str) -> list[str]:
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    missing = [m for m in methods if m not in demo_experiments()]
+    if not methods or missing:
+        raise ValueError(f"--methods {spec!r}: no demo config for {missing or 'an empty list'}; expected a comma "
+                         f"list of {demo_experiments()} (configs/experiment/demo_<method>.yaml)")
+    return methods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="render -> pretrain SIE & VICReg -> probe -> report, on CPU in minutes",
-                       description=__doc__.splitlines()[0])
+    d = DEFAULTS
+    p = sub.add_parser("demo", help="render -> pretrain SIE, VICReg & a supervised ceiling -> probe -> report, "
+                       "on CPU", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo_out", help="output folder (dataset, runs, report)")
-    p.add_argument("--objects", type=int, default=480, help="procedural objects to render")
-    p.add_argument("--views", type=int, default=12, help="views per object")
-    p.add_argument("--size", type=int, default=32, help="image size in pixels")
-    p.add_argument("--steps", type=int, default=2000, help="pretraining steps per method")
-    p.add_argument("--probe-epochs", type=int, default=30, help="epochs of each probe")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma list of methods with a demo config (default {DEFAULT_METHODS})")
+    p.add_argument("--objects", type=int, default=d["objects"], help="procedural objects to render")
+    p.add_argument("--views", type=int, default=d["views"], help="views per object")
+    p.add_argument("--size", type=int, default=d["size"], help="image size in pixels (rendered, trained, probed)")
+    p.add_argument("--camera", default=d["camera"], help="camera preset of ssl-eq render")
+    p.add_argument("--rotation-axes", default=d["rotation_axes"], help="Euler axes sampled (ssl-eq render)")
+    p.add_argument("--rotation-range", type=float, default=d["rotation_range"],
+                   help="degrees: Euler angles ~ U[-range, range] (ssl-eq render)")
+    p.add_argument("--steps", type=int, default=d["steps"], help="pretraining steps per method")
+    p.add_argument("--probe-epochs", type=int, default=d["probe_epochs"], help="epochs of each probe")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_demo)
@@ -39,17 +67,28 @@ def _step(argv: list[str]) -> None:
     print(f"  ({time.time() - t:.0f} s)", flush=True)
 
 
+def render_argv(args: argparse.Namespace, data: Path) -> list[str]:
+    return ["render", "--out", str(data), "--objects", str(args.objects), "--views", str(args.views),
+            "--size", str(args.size), "--camera", args.camera, "--rotation-axes", args.rotation_axes,
+            "--rotation-range", f"{args.rotation_range:g}", "--device", args.device, "--objects-per-shard", "60"]
+
+
+def pretrain_argv(args: argparse.Namespace, method: str, data: Path, run_dir: Path) -> list[str]:
+    """The model sees the rendered size (data.image_size), whatever the demo config says."""
+    return ["pretrain", f"experiment=demo_{method}", f"data.root={data}", f"run_dir={run_dir}",
+            f"data.image_size={args.size}", f"trainer.max_steps={args.steps}"]
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.methods)
     out = Path(args.out)
     data, report = out / "data", out / "report"
     start = time.time()
-    _step(["render", "--out", str(data), "--objects", str(args.objects), "--views", str(args.views),
-           "--size", str(args.size), "--device", args.device, "--objects-per-shard", "60"])
+    _step(render_argv(args, data))
     runs = []
-    for method in METHODS:
+    for method in methods:
         run_dir = out / "runs" / method
-        _step(["pretrain", f"experiment=demo_{method}", f"data.root={data}", f"run_dir={run_dir}",
-               f"trainer.max_steps={args.steps}"])
+        _step(pretrain_argv(args, method, data, run_dir))
         _step(["probe", str(run_dir), "--epochs", str(args.probe_epochs)])
         runs.append(str(run_dir))
     _step(["report", *runs, "--out", str(report), "--title", "ssl_eq demo (procedural objects, CPU)"])

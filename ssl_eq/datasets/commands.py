@@ -24,6 +24,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{info['root']}: {info['variant']}, {info['num_objects']} objects x {info['views']} views "
           f"({info['num_images']} images, {info['image_size']} px, {info['encoding']}), {mib:.1f} MiB on disk")
     print(f"split: {info['split']}, skipped: {info['skipped']}")
+    r = info["render"]
+    if r:
+        print(f"camera: {r['camera']} (distance {r['camera_distance']:g}, theta {r['camera_theta']:.4f}, "
+              f"phi {r['camera_phi']:.4f}, fov {r['fov_degrees']:g} deg), supersample {r['supersample']}; "
+              f"rotation: axes {r['rotation_axes']}, Euler angles in +-{r['rotation_range_degrees']:g} deg")
     print("classes: " + ", ".join(f"{k}: {v}" for k, v in info["classes"].items()))
     for name, rng in info["latent_ranges"].items():
         print(f"  {name:<11} " + ("-" if rng is None else f"[{rng[0]:+.4f}, {rng[1]:+.4f}]"))
@@ -59,7 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("dataset", help="inspect, import and export datasets")
     sub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
 
-    info = sub.add_parser("info", help="counts, classes, latent ranges and size of a native dataset")
+    info = sub.add_parser("info", help="counts, classes, latent ranges, camera / rotation group and size of a "
+                          "native dataset")
     info.add_argument("dir", help="native dataset folder (holds manifest.json)")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(func=_info)

@@ -521,4 +521,19 @@ def dataset_info(root: str | os.PathLike) -> dict[str, Any]:
         "latent_ranges": {n: [float(flat[:, i].min()), float(flat[:, i].max())] if len(flat) else None
                           for i, n in enumerate(ds.latent_schema)},
         "size_on_disk_bytes": size, "manifest": str(Path(root) / MANIFEST_NAME),
+        "render": _render_summary(ds.manifest),
     }
+
+
+def _render_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """Camera geometry, rotation group and anti-aliasing of a rendered dataset (None: imported, no render settings)."""
+    settings, config = manifest.get("render_settings"), manifest.get("config", {})
+    if not settings:
+        return None
+    scene = settings["scene"]
+    return {"camera": config.get("camera", "3diebench"), "camera_distance": scene["camera_radius"],
+            "camera_theta": scene["camera_theta"], "camera_phi": scene["camera_phi"],
+            "fov_degrees": scene["fov_degrees"],
+            "rotation_axes": scene.get("rotation_axes", "xyz"),
+            "rotation_range_degrees": float(np.degrees(scene["rotation_range"])),
+            "supersample": settings["supersample"]}

@@ -6,7 +6,8 @@ from dataclasses import fields
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .job import RenderConfig  # light: no pytorch3d
+    from .job import AUTO_SUPERSAMPLE, RenderConfig  # light: no pytorch3d
+    from .scene import CAMERA_PRESETS
 
     d = {f.name: f.default for f in fields(RenderConfig)}
     p = sub.add_parser("render", help="render a 3DIEBench-style dataset with PyTorch3D (resumable, sharded)",
@@ -19,7 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objects", type=int, default=d["objects"], help="number of objects (class-balanced subset)")
     p.add_argument("--views", type=int, default=d["views"], help="views per object (3DIEBench: 50)")
     p.add_argument("--size", type=int, default=d["size"], help="image size in pixels (3DIEBench: 256)")
-    p.add_argument("--supersample", type=int, default=d["supersample"], help="anti-aliasing factor (render k x size)")
+    auto = ", ".join(f"{k} up to {s} px" for s, k in AUTO_SUPERSAMPLE)
+    p.add_argument("--supersample", type=int, default=None,
+                   help=f"anti-aliasing factor (render k x size, box-filter down); default: {auto}, else 1")
+    p.add_argument("--camera", default=d["camera"], choices=sorted(CAMERA_PRESETS),
+                   help="camera preset: 3diebench (the SIE generator's) | closeup (same viewpoint, the object "
+                   "fills the frame: " + ", ".join(f"{k} {v}" for k, v in CAMERA_PRESETS["closeup"].items()) + ")")
+    p.add_argument("--camera-distance", type=float, default=None, help="camera distance from the origin "
+                   "(scene units; overrides the preset)")
+    p.add_argument("--fov", type=float, default=None, help="field of view in degrees (overrides the preset)")
+    p.add_argument("--rotation-axes", default=d["rotation_axes"], help="Euler axes that are sampled, e.g. z or xz; "
+                   "the others are exactly 0 (latent layout unchanged; 3DIEBench: xyz)")
+    p.add_argument("--rotation-range", type=float, default=d["rotation_range"], help="in DEGREES: each sampled "
+                   "Euler angle ~ U[-range, range] (3DIEBench: 90; 180 = full turn)")
     p.add_argument("--variant", default=d["variant"], help="3diebench (7 latents) | 3diebench-t (+ translation)")
     p.add_argument("--encoding", default=d["encoding"], help="raw | jpeg")
     p.add_argument("--jpeg-quality", type=int, default=d["jpeg_quality"])

@@ -10,6 +10,7 @@ batching or resume order.
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import shutil
 import sys
@@ -22,13 +23,16 @@ from tqdm import tqdm
 
 from ..datasets import native
 from ..utils.io import read_json, read_json_object, write_json_atomic
-from .scene import VARIANTS, RenderSettings, sample_latents
+from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
 
 RENDER_CONFIG = "render_config.json"
 SKIPPED_DIR = "skipped"
 # options that change how, not what, is rendered: they may differ between runs of one dataset
 EXECUTION_KEYS = ("out", "device", "batch_size", "num_shards", "shard_index", "overwrite", "progress")
+# anti-aliasing when --supersample is not given: (largest image size, factor), first match; above: 1.
+# Thin parts are sub-pixel strokes at small sizes; see BENCHMARKS.md for the rendering cost.
+AUTO_SUPERSAMPLE = ((64, 2),)
 
 
 @dataclass
@@ -40,8 +44,13 @@ class RenderConfig:
     objects: int | None = 200
     views: int = 50
     size: int = 128
-    supersample: int = 1
+    supersample: int | None = None         # None: AUTO_SUPERSAMPLE by image size
     variant: str = "3diebench"
+    camera: str = "3diebench"              # CAMERA_PRESETS name
+    camera_distance: float | None = None   # overrides the preset's distance (scene units)
+    fov: float | None = None               # overrides the preset's field of view (degrees)
+    rotation_axes: str = ROTATION_AXES     # Euler axes that are sampled; the others are exactly 0
+    rotation_range: float = 90.0           # degrees: each sampled Euler angle ~ U[-range, range]
     encoding: str = "raw"
     jpeg_quality: int = 95
     seed: int = 0
@@ -56,6 +65,16 @@ class RenderConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        if self.supersample is None:
+            self.supersample = next((k for size, k in AUTO_SUPERSAMPLE if self.size <= size), 1)
+        if self.camera not in CAMERA_PRESETS:
+            raise ValueError(f"--camera must be one of {sorted(CAMERA_PRESETS)}, got {self.camera!r}")
+        if not 0 < self.rotation_range <= 180:
+            raise ValueError(f"--rotation-range is in degrees and must be in (0, 180], got {self.rotation_range}")
+        try:
+            self.scene()
+        except ValueError as e:
+            raise ValueError(f"render options --camera-distance / --fov / --rotation-axes: {e}") from None
         if self.variant not in VARIANTS:
             raise ValueError(f"--variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         if self.encoding not in native.ENCODINGS:
@@ -75,6 +94,18 @@ class RenderConfig:
             raise ValueError(f"--shard-index must be in [0, {self.num_shards}), got {self.shard_index}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"--jpeg-quality must be in [1, 100], got {self.jpeg_quality}")
+
+    def scene(self) -> SceneSpec:
+        """The scene these options describe: the 3DIEBench one with camera and rotation group replaced."""
+        cam = dict(CAMERA_PRESETS[self.camera])
+        if self.camera_distance is not None:
+            cam["camera_radius"] = float(self.camera_distance)
+        if self.fov is not None:
+            cam["fov_degrees"] = float(self.fov)
+        return SceneSpec(**cam, rotation_axes=self.rotation_axes, rotation_range=math.radians(self.rotation_range))
+
+    def settings(self) -> RenderSettings:
+        return RenderSettings(image_size=self.size, supersample=self.supersample, scene=self.scene())
 
     def identity(self) -> dict:
         """What defines the dataset's content (compared against an existing output folder)."""
@@ -164,7 +195,7 @@ class RenderJob:
                 print(f"re-rendering damaged {native.shard_name(i)}: {problem}", file=sys.stderr)
         todo = [i for i in self.my_shards() if not self._done(out, i)]
         device = resolve_device(cfg.device)
-        renderer = SceneRenderer(RenderSettings(image_size=cfg.size, supersample=cfg.supersample), device)
+        renderer = SceneRenderer(cfg.settings(), device)
         total = sum(len(self.shards[i]) for i in todo) * cfg.views
         bar = tqdm(total=total, unit="img", desc=f"render {out.name}", disable=not cfg.progress, file=sys.stderr,
                    dynamic_ncols=True)
@@ -194,7 +225,7 @@ class RenderJob:
     def _render_shard(self, renderer, meshes, refs: list[ObjectRef], bar) -> tuple[np.ndarray, np.ndarray]:
         """All views of the shard's objects -> images uint8 (K, V, H, W, 3), latents float64 (K, V, D)."""
         cfg = self.cfg
-        latents = np.stack([sample_latents(cfg.seed, r.object_id, cfg.views, cfg.variant) for r in refs])
+        latents = np.stack([sample_latents(cfg.seed, r.object_id, cfg.views, cfg.variant, cfg.scene()) for r in refs])
         k, v = latents.shape[:2]
         flat_lat = torch.as_tensor(latents.reshape(k * v, -1), dtype=torch.float32)
         mesh_index = torch.arange(k).repeat_interleave(v)
@@ -234,7 +265,7 @@ class RenderJob:
                 "synsets": [self.synset_of[c] for c in self.class_names], "num_objects": len(rendered),
                 "shards": shards, "split": split, "skipped": skipped,
                 "empty_classes": empty,
-                "render_settings": asdict(RenderSettings(image_size=cfg.size, supersample=cfg.supersample)),
+                "render_settings": asdict(cfg.settings()),
             })
         return True
 

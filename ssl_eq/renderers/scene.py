@@ -16,6 +16,14 @@ VARIANTS = {
     "3diebench": LATENT_NAMES_3DIEBENCH,
     "3diebench-t": LATENT_NAMES_3DIEBENCH + ["trans_x", "trans_y", "trans_z"],
 }
+ROTATION_AXES = "xyz"
+# Camera presets (SceneSpec fields). 3diebench: the SIE generator's camera. closeup: same position and
+# direction, field of view narrowed to the angle the objects' bounding sphere (radius 0.5: bbox diagonal 1)
+# subtends, 2 asin(0.5 / 2.5), so the object fills the frame at every rotation and is never cut.
+CAMERA_PRESETS = {
+    "3diebench": {"camera_radius": 2.5, "fov_degrees": 39.5978},
+    "closeup": {"camera_radius": 2.5, "fov_degrees": 23.0739},
+}
 
 
 @dataclass(frozen=True)
@@ -39,9 +47,21 @@ class SceneSpec:
     camera_theta: float = math.pi / 4
     camera_phi: float = math.pi / 2
     fov_degrees: float = 39.5978           # 50 mm lens on a 36 mm sensor
-    rotation_range: float = math.pi / 2    # Euler angles ~ U[-range, range]
+    rotation_range: float = math.pi / 2    # radians: Euler angles ~ U[-range, range]
+    rotation_axes: str = ROTATION_AXES     # axes whose angle is sampled; the others are exactly 0
     translation_range: float = 0.5         # 3DIEBench-T: t ~ U[-range, range]^3
     exposure: float = 1.0
+
+    def __post_init__(self) -> None:
+        axes = self.rotation_axes
+        if not axes or any(a not in ROTATION_AXES for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"rotation_axes must be distinct letters of {ROTATION_AXES!r} (e.g. 'z', 'xz'), "
+                             f"got {axes!r}")
+        if not 0 < self.rotation_range <= math.pi:
+            raise ValueError(f"rotation_range must be in (0, pi] radians, got {self.rotation_range}")
+        if self.camera_radius <= 0 or not 0 < self.fov_degrees < 180:
+            raise ValueError(f"camera distance must be > 0 and fov in (0, 180) degrees, got "
+                             f"{self.camera_radius}, {self.fov_degrees}")
 
     def camera_position(self) -> tuple[float, float, float]:
         r, th, ph = self.camera_radius, self.camera_theta, self.camera_phi
@@ -96,8 +116,10 @@ def sample_latents(seed: int, object_id: str, views: int, variant: str = "3diebe
         raise ValueError(f"views must be >= 1, got {views}")
     rng = np.random.default_rng(object_seed(seed, object_id))
     r = spec.rotation_range
+    # every axis is drawn (same stream for any choice of axes), the non-chosen ones are then zeroed
+    chosen = np.array([a in spec.rotation_axes for a in ROTATION_AXES])
     cols = [
-        rng.uniform(-r, r, (views, 3)),
+        np.where(chosen, rng.uniform(-r, r, (views, 3)), 0.0),
         rng.uniform(0.0, 1.0, (views, 1)),
         rng.uniform(0.0, spec.spot_theta_max, (views, 1)),
         rng.uniform(0.0, 2 * math.pi, (views, 1)),

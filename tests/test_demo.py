@@ -1,0 +1,32 @@
+"""`ssl-eq demo`: the size it renders is the size it trains and probes at; --methods."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ssl_eq.cli import build_parser
+from ssl_eq.demo import DEFAULT_METHODS, parse_methods, pretrain_argv, render_argv
+from ssl_eq.methods import compose_config
+from ssl_eq.methods.run import _fill_data_info
+
+
+@pytest.mark.parametrize("method", DEFAULT_METHODS.split(","))
+def test_size_64_trains_and_probes_at_64(method):
+    args = build_parser().parse_args(["demo", "--size", "64", "--methods", method])
+    render = render_argv(args, Path("d"))
+    assert render[render.index("--size") + 1] == "64"
+    cfg = compose_config(pretrain_argv(args, method, Path("d"), Path("r"))[1:])
+    _fill_data_info(cfg, {"image_size": 64, "num_classes": 12, "latent_schema": ["rot_x"], "variant": "3diebench"})
+    assert cfg.data.image_size == 64 and cfg.method.name == method
+    # without the demo's override the demo config takes the dataset's size (probing checks they agree)
+    cfg = compose_config([f"experiment=demo_{method}", "data.root=d"])
+    _fill_data_info(cfg, {"image_size": 64, "num_classes": 12, "latent_schema": ["rot_x"], "variant": "3diebench"})
+    assert cfg.data.image_size == 64
+
+
+def test_methods_option():
+    assert parse_methods(DEFAULT_METHODS) == ["sie", "vicreg", "supervised"]
+    assert parse_methods(" vicreg ,sie") == ["vicreg", "sie"]
+    with pytest.raises(ValueError, match="demo_<method>.yaml"):
+        parse_methods("sie,nosuch")
