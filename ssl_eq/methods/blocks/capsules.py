@@ -57,12 +57,11 @@ class SelfRouting(nn.Module):
     def route(self, a: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
         votes = torch.einsum("nop,bnp->bno", self.W1, pose).unflatten(-1, (self.num_outputs, self.pose_size))
         r = torch.softmax(torch.einsum("nkp,bnp->bnk", self.W2, pose) + self.b2, dim=-1)   # (B, N, K)
+        # a_out = Σ_i a_i r_ij / Σ_i a_i, written as 1/K + Σ_i (a_i / Σa)(r_ij − 1/K): uniform r gives exactly 1/K
+        uniform = 1.0 / self.num_outputs
+        a_out = uniform + torch.einsum("bn,bnk->bk", a / a.sum(1, keepdim=True), r - uniform)
         ar = a.unsqueeze(-1) * r
-        # Σ_i a_i r_ij and Σ_i a_i in one reduction: identical summation order, so a uniform r gives exactly 1/K
-        sums = torch.cat([ar, a.unsqueeze(-1)], -1).sum(1)                                # (B, K + 1)
-        a_out = sums[:, :-1] / sums[:, -1:]
-        coeff = ar / sums[:, :-1].unsqueeze(1)                                              # (B, N, K)
-        pose_out = torch.einsum("bnk,bnkp->bkp", coeff, votes)
+        pose_out = torch.einsum("bnk,bnkp->bkp", ar / ar.sum(1, keepdim=True), votes)
         return a_out, pose_out
 
     def forward(self, a: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
