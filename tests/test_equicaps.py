@@ -1,13 +1,16 @@
 """EquiCaps: capsule layers, loss, relative 4×4 matrices (equicaps.md §1-3); EquiMod / AugSelf targets."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ssl_eq.cli import main
 from ssl_eq.datasets.relative import relative_transform, rigid_matrix
+from ssl_eq.datasets.synthetic import make_synthetic_dataset
 from ssl_eq.geometry import euler_xyz_to_matrix
 from ssl_eq.methods import build_method, compose_config
 from ssl_eq.methods.augself import TARGETS
@@ -186,3 +189,38 @@ def test_augself_targets():
     hue = TARGETS["rotation_hue"][0](batch)
     assert hue.shape == (4, 6) and torch.equal(hue[:, 4:], batch["rel_latents"][:, [0, 3]])
     assert torch.equal(TARGETS["augmentation"][0](batch), batch["aug_action"][:, 1] - batch["aug_action"][:, 0])
+
+
+def test_experiment_configs_hold_the_reference_defaults():
+    for name, pose in (("equicaps_3diebench", 3), ("equicaps_3diebench_t", 4)):
+        c = compose_config([f"experiment={name}", "data.root=unused"])
+        assert (c.method.name, c.method.pose_size, c.method.frame, c.backbone.name) == ("equicaps", pose, "object",
+                                                                                       "resnet18_sie")
+        assert (c.method.optim.name, c.method.optim.lr, c.method.optim.weight_decay) == ("adam", 1e-3, 1e-6)
+        assert (c.method.optim.warmup_steps, c.method.optim.final_lr_factor) == (0, 1.0)  # constant lr
+        assert (c.data.batch_size, c.data.image_size, c.trainer.max_epochs) == (256, 256, 2000)
+        assert c.method.routing.kernel_size == 8 and c.method.routing.checkpoint and c.trainer.sync_batchnorm
+        assert list(c.augment.normalize.mean) == [0.5016, 0.5037, 0.5060] and not c.augment.transforms
+        assert dict(c.method.loss) == WEIGHTS
+
+
+def test_tiny_4x4_run_pretrains_probes_and_reports(tmp_path, capsys):
+    """3DIEBench-T synthetic data -> 4×4 EquiCaps (2 steps) -> translation / linear probes on the pooled map and
+    the capsule parts -> report row; a 3DIEBench dataset (no translation) is refused naming the option."""
+
+    data_t = make_synthetic_dataset(tmp_path / "data_t", num_objects=12, views=4, size=32, variant="3diebench-t")
+    run = tmp_path / "run"
+    common = ["method=equicaps_4x4", "backbone=small_cnn", "method.num_capsules=4", "trainer.max_steps=2",
+              "data.batch_size=4", "trainer.enable_progress_bar=false", "method.frame=base"]
+    assert main(["pretrain", *common, f"data.root={data_t}", f"run_dir={run}"]) == 0
+    assert main(["probe", str(run), "--epochs", "1", "--probes", "linear,translation"]) == 0
+    metrics = json.loads((run / "probe" / "probe.json").read_text())["metrics"]
+    assert {"translation/object/full/r2_pooled", "translation/base/full/r2_pooled", "linear/full/top1",
+            "linear/inv/top1", "linear/equi/top1"} <= set(metrics)
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    assert "| equicaps |" in (tmp_path / "report" / "report.md").read_text()
+
+    data = make_synthetic_dataset(tmp_path / "data", num_objects=12, views=4, size=32)
+    capsys.readouterr()
+    assert main(["pretrain", *common, f"data.root={data}", f"run_dir={tmp_path / 'run2'}"]) != 0
+    assert "method.pose_size=4 (EquiCaps 4×4, frame 'base') needs translation latents" in capsys.readouterr().err
