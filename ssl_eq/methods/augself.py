@@ -26,12 +26,12 @@ def _augmentation(batch: dict[str, Tensor]) -> Tensor:
     return batch["aug_action"][:, 1] - batch["aug_action"][:, 0]
 
 
-# method.target -> (batch -> (B, T) target, batch keys it needs from the loader)
-TARGETS: dict[str, tuple[Callable[[dict[str, Tensor]], Tensor], tuple[str, ...]]] = {
-    "rotation": (lambda b: b["rel_rotation_quat"], ("rel_rotation_quat",)),
+# method.target -> (batch -> (B, T) target, batch keys it needs from the loader, T; None = the augmentation's A)
+TARGETS: dict[str, tuple[Callable[[dict[str, Tensor]], Tensor], tuple[str, ...], int | None]] = {
+    "rotation": (lambda b: b["rel_rotation_quat"], ("rel_rotation_quat",), 4),
     "rotation_hue": (lambda b: torch.cat([b["rel_rotation_quat"], b["rel_latents"][:, REL_LATENT_HUES]], -1),
-                     ("rel_rotation_quat", "rel_latents")),
-    "augmentation": (_augmentation, ()),
+                     ("rel_rotation_quat", "rel_latents"), 4 + len(REL_LATENT_HUES)),
+    "augmentation": (_augmentation, (), None),
 }
 
 
@@ -53,7 +53,7 @@ class AugSelf(InvariantOnlyMethod):
         m = self.cfg.method
         if m.target not in TARGETS:
             raise ValueError(f"method.target: unknown target {m.target!r}; valid: {sorted(TARGETS)}")
-        target_dim = {"rotation": 4, "rotation_hue": 6, "augmentation": self.augment.action_dim}[m.target]
+        target_dim = TARGETS[m.target][2] or self.augment.action_dim
         if target_dim == 0:
             raise ValueError("method.target=augmentation: the augment config applies no random transform "
                              "(augment.transforms is empty); use augment=simclr or method.target=rotation")
