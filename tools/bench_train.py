@@ -131,9 +131,9 @@ def bench_equicaps(args: argparse.Namespace, devices: list[str], tmp: Path) -> N
             pair = [bench_isolated(method, "fp32", root, run_args, device, (f"method.routing.checkpoint={c}",))
                     for c in (False, True)]
             rows.append((label, device, pair))
-            print(f"{dev:5s} {label}: " + ", ".join(f"checkpoint {c}: {r['images_per_s']:.2f} img/s, "
-                                                    f"peak {r['peak_mib']:.0f} MiB" for c, r in zip("off on".split(), pair)),
-                  flush=True)
+            print(f"{dev:5s} {label}: " + ", ".join(
+                f"checkpoint {c}: {r['images_per_s']:.2f} img/s, peak {r['peak_mib']:.0f} MiB"
+                for c, r in zip(("off", "on"), pair)), flush=True)
     print(f"\n{EQUICAPS_BACKBONE}, {EQUICAPS_SIZE} px, fp32, images = views (2 per pair)\n")
     print("| device | method | img/s (no ckpt) | img/s (ckpt) | ckpt / no ckpt | peak MiB (no ckpt) | peak MiB (ckpt) "
           "| ckpt / no ckpt |")

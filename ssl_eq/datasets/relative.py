@@ -72,7 +72,7 @@ def relative_pose_matrices(r1: Tensor, r2: Tensor, t1: Tensor, t2: Tensor) -> di
     """EquiCaps' 4×4 relative transformations M₁⁻¹M₂ (../shared/reference/equicaps.md §3), each (..., 4, 4).
 
     rel_matrix_object: M_k = [R_k | t_k] -> [[R₁ᵀR₂, R₁ᵀ(t₂ − t₁)], [0, 1]];
-    rel_matrix_base:   M_k = [R_k | R_k t_k] (the rendered pose R·T(t)) -> [[R₁ᵀR₂, R₁ᵀR₂t₂ − t₁], [0, 1]].
+    rel_matrix_base:   M_k = [R_k | R_k t_k] (the rendered pose R·T(t)) -> [[R₁ᵀR₂, R₁ᵀR₂t₂ − t₁], [0, 1]]
     r* (..., 3, 3) absolute rotations, t* (..., 3) translation latents.
     """
     frames = {"object": (t1, t2), "base": ((r1 @ t1[..., None])[..., 0], (r2 @ t2[..., None])[..., 0])}

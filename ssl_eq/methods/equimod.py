@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from lightly.loss import NTXentLoss
 from omegaconf import OmegaConf
 from torch import Tensor, nn
@@ -90,7 +89,8 @@ class EquiMod(BaseMethod):
         self.projector_inv = self._projector(m.projector_inv)
         self.projector_equi = self._projector(m.projector_equi)
         emb_dim = int(m.projector_equi[-1])
-        self.predictor = PREDICTORS[m.predictor.type].from_config(emb_dim, OmegaConf.merge(m, {"action_dim": action_dim}))
+        self.predictor = PREDICTORS[m.predictor.type].from_config(emb_dim,
+                                                                  OmegaConf.merge(m, {"action_dim": action_dim}))
         if "temperature" in m.loss:
             self.criterion = NTXentLoss(temperature=float(m.loss.temperature), gather_distributed=True)
 
