@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -46,12 +47,46 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; completed shards / checkpoints are kept, re-run the same command to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - every failure becomes one actionable line; --debug shows the traceback
         if getattr(args, "debug", False):
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"ssl-eq {args.command}: error: {msg}", file=sys.stderr)
+        print(f"ssl-eq {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+
+
+# errno -> what to do about it
+OS_ERROR_ADVICE = {
+    errno.EACCES: "no permission: choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "no permission: choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose another output folder",
+    errno.ENOSPC: "the disk is full: free space (df -h) or choose another output folder, then re-run the same "
+                  "command (completed shards / checkpoints are kept)",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another output folder, then re-run the same "
+                  "command (completed shards / checkpoints are kept)",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: check the path",
+    errno.EISDIR: "expected a file, got a folder: check the path",
+}
+# exceptions whose message is written for the user (it names the file or option and what to do)
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for the user: the toolkit's own messages as they are, system errors with the file and advice,
+    anything else marked as unexpected."""
+    if isinstance(e, OSError) and e.errno is not None:
+        where = f"{e.filename}: " if e.filename else ""
+        cause = e.strerror or str(e)
+        if not where and e.args and isinstance(e.args[-1], str) and e.args[-1] != cause:
+            cause = e.args[-1]
+        advice = OS_ERROR_ADVICE.get(e.errno, "check the path and the disk")
+        return f"{where}{cause} ({advice}; --debug shows the traceback)"
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, USER_ERRORS):
+        return str(e)
+    return (f"unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback; if the input was valid, "
+            f"please report it)")
 
 
 if __name__ == "__main__":

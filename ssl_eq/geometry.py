@@ -1,8 +1,9 @@
 """Rotation, quaternion and colour conventions shared by the whole toolkit.
 
-Quaternions are (w, x, y, z) with the sign made canonical (w >= 0) everywhere
-inside ssl_eq; `quat_wxyz_to_xyzw` / `quat_xyzw_to_wxyz` convert at the
-3DIEBench / scipy boundary. Euler angles are extrinsic x-then-y-then-z
+Quaternions are (w, x, y, z) inside ssl_eq, with the sign made canonical (w >= 0)
+unless a convention says otherwise (`ssl_eq.datasets.relative`: "scipy" keeps the
+sign scipy's quaternion algebra gives); `quat_wxyz_to_xyzw` / `quat_xyzw_to_wxyz`
+convert at the 3DIEBench / scipy boundary. Euler angles are extrinsic x-then-y-then-z
 (Blender ``XYZ`` mode, scipy ``from_euler("xyz", a)``): R = Rz(a_z) Ry(a_y) Rx(a_x).
 All functions are batched over leading dimensions and differentiable.
 """
@@ -63,6 +64,32 @@ def matrix_to_quaternion(matrix: Tensor) -> Tensor:
     best = sq.argmax(-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
     return canonical_quaternion(q)
+
+
+def euler_xyz_to_quaternion(angles: Tensor) -> Tensor:
+    """(..., 3) extrinsic-xyz Euler angles -> (..., 4) wxyz q_z ⊗ q_y ⊗ q_x, q_a = (cos a/2, sin a/2 · axis).
+
+    The sign is not canonicalised: it is the one scipy's ``Rotation.from_euler("xyz", a)`` stores.
+    """
+    c, s = torch.cos(angles / 2).unbind(-1), torch.sin(angles / 2).unbind(-1)
+    zero = torch.zeros_like(c[0])
+    qx = torch.stack([c[0], s[0], zero, zero], -1)
+    qy = torch.stack([c[1], zero, s[1], zero], -1)
+    qz = torch.stack([c[2], zero, zero, s[2]], -1)
+    return quaternion_multiply(qz, quaternion_multiply(qy, qx))
+
+
+def quaternion_multiply(p: Tensor, q: Tensor) -> Tensor:
+    """Hamilton product p ⊗ q of (..., 4) wxyz quaternions (the rotation q first, then p) -> (..., 4)."""
+    pw, px, py, pz = p.unbind(-1)
+    qw, qx, qy, qz = q.unbind(-1)
+    return torch.stack([pw * qw - px * qx - py * qy - pz * qz, pw * qx + px * qw + py * qz - pz * qy,
+                        pw * qy - px * qz + py * qw + pz * qx, pw * qz + px * qy - py * qx + pz * qw], -1)
+
+
+def quaternion_conjugate(q: Tensor) -> Tensor:
+    """(..., 4) wxyz -> (w, −x, −y, −z): the inverse rotation of a unit quaternion, same w."""
+    return q * q.new_tensor([1.0, -1.0, -1.0, -1.0])
 
 
 def quaternion_to_matrix(q: Tensor) -> Tensor:

@@ -35,6 +35,55 @@ def test_relative_rotation_matches_scipy():
     assert np.allclose(out["rel_rotation_euler"].numpy(), ref.as_euler("xyz"), atol=1e-4)
 
 
+def test_scipy_quaternion_sign_matches_scipy_on_3diebench_latents():
+    """`quaternion_sign="scipy"` is scipy's (R1.inv() * R2).as_quat() to the sign, including the pairs with w < 0
+    (scipy composes the stored quaternions, it does not convert the composed matrix); "canonical" is its w >= 0 form."""
+    lat = sample_latents(np.random.default_rng(1), (20000, 2), "3diebench").astype(np.float64)
+    ref = Rotation.from_euler("xyz", lat[:, 0, :3]).inv() * Rotation.from_euler("xyz", lat[:, 1, :3])
+    q_ref = ref.as_quat()[:, [3, 0, 1, 2]]  # scipy xyzw -> wxyz
+    negative = q_ref[:, 0] < 0
+    assert 0.03 < negative.mean() < 0.06  # sie.md §2: ~4.4 % of 3DIEBench pairs
+    a1, a2 = torch.from_numpy(lat[:, 0]), torch.from_numpy(lat[:, 1])
+    scipy_q = relative_transform(a1, a2, quaternion_sign="scipy")["rel_rotation_quat"].numpy()
+    assert np.abs(scipy_q - q_ref).max() < 1e-5
+    canonical = relative_transform(a1, a2)["rel_rotation_quat"].numpy()
+    assert np.abs(canonical - q_ref * np.where(negative, -1, 1)[:, None]).max() < 1e-5
+    wide = sample_latents(np.random.default_rng(2), (500, 2), "3diebench").astype(np.float64) * 2  # |angles| ≤ π
+    ref = Rotation.from_euler("xyz", wide[:, 0, :3]).inv() * Rotation.from_euler("xyz", wide[:, 1, :3])
+    out = relative_transform(torch.from_numpy(wide[:, 0]), torch.from_numpy(wide[:, 1]), quaternion_sign="scipy")
+    assert np.abs(out["rel_rotation_quat"].numpy() - ref.as_quat()[:, [3, 0, 1, 2]]).max() < 1e-5
+
+
+def test_conventions_reach_pair_and_sequence_items(ds):
+    lat = torch.tensor([[0.0, 0.0, 0.0, 0.9, 0.1, 0.2, 0.05], [0.0, 0.0, 0.0, 0.1, 0.1, 0.2, 0.95]])
+    assert torch.allclose(relative_transform(lat[0], lat[1], colour_targets="raw")["rel_latents"][[0, 3]],
+                          torch.tensor([-0.8, 0.9]))
+    assert torch.allclose(relative_transform(lat[0], lat[1])["rel_latents"][[0, 3]], torch.tensor([0.2, -0.1]),
+                          atol=1e-6)
+    item = PairDataset(ds, split=None, seed=0, quaternion_sign="scipy", colour_targets="raw")[(0, 2)]
+    expect = relative_transform(item["latents"][0], item["latents"][1], "scipy", "raw")
+    assert all(torch.allclose(item[k], v) for k, v in expect.items())
+    seq = SequenceDataset(ds, num_views=4, quaternion_sign="scipy")[1]
+    assert torch.allclose(seq["rel_rotation_quat"], sequence_actions(seq["latents"], "scipy")["rel_rotation_quat"])
+    with pytest.raises(ValueError, match="data.quaternion_sign"):
+        PairDataset(ds, quaternion_sign="positive")
+
+
+def test_conventions_are_pretrain_options_reaching_the_datamodule(tmp_path):
+    from ssl_eq.datasets import SSLDataModule
+    from ssl_eq.methods import compose_config
+
+    assert compose_config().data.quaternion_sign == "canonical" and compose_config().data.colour_targets == "wrapped"
+    paper = compose_config(["experiment=sie_3diebench"]).data
+    assert (paper.quaternion_sign, paper.colour_targets) == ("scipy", "raw")
+    root = make_synthetic_dataset(tmp_path / "d", num_objects=4, views=3, size=8)
+    dm = SSLDataModule(root, kind="pair", batch_size=2, quaternion_sign="scipy", colour_targets="raw")
+    dm.setup()
+    assert dm.train_set.conventions == dm.val_set.conventions == {"quaternion_sign": "scipy", "colour_targets": "raw"}
+    with pytest.raises(ValueError, match="data.colour_targets"):
+        SSLDataModule(root, colour_targets="modulo")
+
+
 def test_relative_other_latents_and_translation():
     lat1 = torch.tensor([[0.3, -0.2, 1.0, 0.95, 0.1, 6.2, 0.05, 0.1, -0.2, 0.3]])
     lat2 = torch.tensor([[-0.5, 0.4, 0.2, 0.05, 0.7, 0.1, 0.9, -0.4, 0.5, 0.0]])

@@ -7,14 +7,18 @@ import pytest
 import torch
 from torch import nn
 
+from omegaconf import OmegaConf
+
 from ssl_eq.datasets.native import LATENT_SCHEMAS
-from ssl_eq.geometry import canonical_quaternion
+from ssl_eq.datasets.relative import relative_transform
+from ssl_eq.geometry import canonical_quaternion, euler_xyz_to_matrix
 from ssl_eq.probes import metrics as M
 from ssl_eq.probes.features import extract_features
 from ssl_eq.probes.heads import HeadConfig, fit_head
-from ssl_eq.probes.runner import evaluate, load_probe_config, select_probes
+from ssl_eq.probes.runner import evaluate, load_probe_config, resolve_conventions, select_probes
+from ssl_eq.probes.sampling import ViewTuples
 from ssl_eq.probes.targets import absolute_rotation
-from ssl_eq.probes.tasks import ProbeContext
+from ssl_eq.probes.tasks import ProbeContext, _relative_rotation_target
 
 SCHEMA = LATENT_SCHEMAS["3diebench"]
 
@@ -227,3 +231,141 @@ def test_select_probes():
     assert select_probes("rotation,linear") == ["linear", "rotation"]
     with pytest.raises(ValueError, match="unknown probe"):
         select_probes("linear,nope")
+
+
+def _rotation_split(num_objects: int, views: int, seed: int, encodes_rotation: bool) -> dict[str, torch.Tensor]:
+    """Object-major features that are either the view's rotation matrix entries plus noise or pure noise."""
+    gen = torch.Generator().manual_seed(seed)
+    latents = torch.rand(num_objects, views, len(SCHEMA), generator=gen)
+    latents[..., :3] = (latents[..., :3] - 0.5) * math.pi
+    if encodes_rotation:
+        feats = euler_xyz_to_matrix(latents[..., :3]).flatten(-2) + 0.01 * torch.randn(num_objects, views, 9,
+                                                                                       generator=gen)
+    else:
+        feats = torch.randn(num_objects, views, 16, generator=gen)
+    return {"rep/equi": feats, "latents": latents, "labels": torch.zeros(num_objects, dtype=torch.long)}
+
+
+@pytest.mark.parametrize("encodes_rotation", [False, True])
+def test_fresh_pairs_rotation_probe_measures_the_features(tmp_path, encodes_rotation):
+    """Default protocol (fresh pairs each epoch, epoch chosen on held-out train objects, head starting from the
+    mean): noise features score the mean baseline (pooled R² minus its baseline ≈ 0, uniform R² ≈ 0, not the
+    overfitting head's strongly negative values); features holding each view's rotation score > 0.9."""
+    ctx = ProbeContext(train=_rotation_split(120, 6, 0, encodes_rotation),
+                       val=_rotation_split(40, 6, 1, encodes_rotation), latent_schema=SCHEMA, class_names=["c"],
+                       out_dir=tmp_path, quaternion_sign="scipy")
+    cfg = load_probe_config(epochs=20)
+    cfg["probes"]["rotation"].update(parts=["equi"], hidden=[64, 64], lr=3e-3, train_per_object=4, batch_size=128)
+    out = evaluate(ctx, ["rotation"], cfg)
+    m = out["metrics"]
+    selection = out["probes"]["rotation"]["selection"]["rotation/equi"]
+    assert selection["train_examples_per_epoch"] == 108 * 4 and selection["holdout_examples"] == 12 * 10
+    assert selection["eval_examples"] == 40 * 10
+    if encodes_rotation:
+        assert m["rotation/equi/r2_pooled"] > 0.9 and m["rotation/equi/r2_uniform"] > 0.9
+        assert m["rotation/equi/geodesic_deg"] < 30
+    else:
+        above_baseline = m["rotation/equi/r2_pooled"] - m["rotation/r2_pooled_mean_baseline"]
+        assert -0.05 <= above_baseline <= 0.05
+        assert -0.05 <= m["rotation/equi/r2_uniform"] <= 0.05
+        assert selection["epoch"] < selection["epochs_run"]  # stopped early, an earlier epoch chosen
+
+
+def test_view_tuples_draw_fresh_distinct_pairs_by_indexing():
+    feats = torch.arange(5 * 4 * 2, dtype=torch.float32).reshape(5, 4, 2)
+    pairs = ViewTuples(feats, target=lambda rows: rows[:, 2] - rows[:, 1], arity=2, per_object=3)
+    gen = torch.Generator().manual_seed(0)
+    first, second = pairs.draw(gen), pairs.draw(gen)
+    assert first.shape == (15, 3) and not torch.equal(first, second)
+    assert (first[:, 1] != first[:, 2]).all() and torch.bincount(first[:, 0]).tolist() == [3] * 5
+    x = pairs.inputs(first)
+    assert torch.equal(x, torch.cat([feats[first[:, 0], first[:, 1]], feats[first[:, 0], first[:, 2]]], 1))
+    every_view = ViewTuples(feats, target=lambda rows: rows[:, 0], objects=torch.tensor([1, 3])).draw(gen)
+    assert every_view.tolist() == [[1, 0], [1, 1], [1, 2], [1, 3], [3, 0], [3, 1], [3, 2], [3, 3]]
+    many = ViewTuples(feats, target=lambda rows: rows, arity=2, per_object=2000).draw(gen)
+    counts = torch.bincount(many[:, 1] * 4 + many[:, 2], minlength=16).reshape(4, 4)
+    assert counts.diagonal().sum() == 0 and counts.sum() - counts.diagonal().sum() == 10000
+    assert counts.max() < 1.25 * counts.sum() / 12  # ordered distinct pairs, uniform
+    with pytest.raises(ValueError, match="per_object"):
+        ViewTuples(feats, target=lambda rows: rows, arity=2)
+
+
+def test_sie_reference_protocol_preset(tmp_path):
+    cfg = load_probe_config(protocol="sie_reference")
+    assert cfg["protocol"] == "sie_reference" and cfg["headline_r2"] == "r2_pooled"
+    assert cfg["conventions"] == {"quaternion_sign": "scipy", "colour_targets": "raw"}
+    assert cfg["extraction"]["batchnorm"] == "eval"
+    linear, rotation, colour = (cfg["probes"][k] for k in ("linear", "rotation", "colour"))
+    assert (linear["epochs"], rotation["epochs"], colour["epochs"]) == (300, 300, 50)
+    assert rotation["hidden"] == [1024, 1024] and linear["hidden"] == [] and colour["hidden"] == []
+    for section in (linear, rotation, colour):
+        assert section["train_per_object"] == 1 and section["val_per_object"] == 1
+        assert not section["standardize"] and not section["holdout_fraction"]
+    assert load_probe_config()["protocol"] == "default"
+    with pytest.raises(ValueError, match="unknown protocol"):
+        load_probe_config(protocol="nope")
+    with pytest.raises(ValueError, match="not both"):
+        load_probe_config(path=tmp_path / "x.yaml", protocol="sie_reference")
+
+
+def test_sie_reference_classification_sees_one_view_per_object(context):
+    cfg = load_probe_config(epochs=3, protocol="sie_reference")
+    cfg["probes"]["linear"]["parts"] = ["inv"]
+    out = evaluate(context, ["linear"], cfg)
+    selection = out["probes"]["linear"]["selection"]["linear/inv"]
+    assert selection == {"epoch": 3, "epochs_run": 3, "holdout_loss": None, "train_examples_per_epoch": 40,
+                         "holdout_examples": 0, "eval_examples": 16}
+    default = evaluate(context, ["linear"], _quick_config(epochs=1))["probes"]["linear"]["selection"]["linear/inv"]
+    assert (default["train_examples_per_epoch"], default["eval_examples"]) == (40 * 6, 16 * 6)
+
+
+def test_conventions_follow_the_run_unless_the_protocol_names_them():
+    run = OmegaConf.create({"data": {"quaternion_sign": "scipy", "colour_targets": "wrapped"}})
+    default = resolve_conventions(load_probe_config(), run)
+    assert default == {"quaternion_sign": "scipy", "colour_targets": "wrapped",
+                       "run": {"quaternion_sign": "scipy", "colour_targets": "wrapped"}}
+    old_run = resolve_conventions(load_probe_config(), OmegaConf.create({}))  # runs made before the option
+    assert old_run["quaternion_sign"] == "canonical" and old_run["colour_targets"] == "wrapped"
+    reference = resolve_conventions(load_probe_config(protocol="sie_reference"), OmegaConf.create({}))
+    assert reference["quaternion_sign"] == "scipy" and reference["colour_targets"] == "raw"
+    assert reference["run"]["quaternion_sign"] == "canonical"
+    with pytest.raises(ValueError, match="probe config conventions.quaternion_sign"):
+        resolve_conventions({"conventions": {"quaternion_sign": "positive"}}, run)
+
+
+def test_rotation_targets_use_the_probe_sign(context):
+    context.quaternion_sign = "scipy"
+    rows = torch.tensor([[o, a, b] for o in range(40) for a in range(6) for b in range(6) if a != b])
+    target = _relative_rotation_target(context)(context.train)(rows)
+    lat = context.train["latents"]
+    expect = relative_transform(lat[rows[:, 0], rows[:, 1]], lat[rows[:, 0], rows[:, 2]], "scipy")
+    assert torch.allclose(target, expect["rel_rotation_quat"]) and (target[:, 0] < 0).any()
+
+
+def test_r2_over_varying_outputs_for_a_one_axis_group():
+    """Rotations about z only: x and y of the quaternion are constant; the uniform R² over all four outputs is
+    capped near 0.5 by them, the R² over the varying outputs is not."""
+    angle = torch.linspace(-3, 3, 50)
+    target = torch.stack([torch.cos(angle / 2), torch.zeros(50), torch.zeros(50), torch.sin(angle / 2)], 1)
+    pred = target + torch.tensor([0.0, 1e-3, -1e-3, 0.0])
+    assert M.r2_uniform(pred, target) == pytest.approx(0.5)
+    assert M.r2_uniform_varying(pred, target) == pytest.approx(1.0)
+    assert M.varying_outputs(target).tolist() == [True, False, False, True]
+    full = torch.nn.functional.normalize(torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), dim=-1)
+    assert M.r2_uniform_varying(full * 0.9, full) == pytest.approx(M.r2_uniform(full * 0.9, full).item())
+
+
+def test_batchnorm_train_mode_extraction_uses_batch_statistics_and_restores_the_model():
+    model = TinyBNModel()
+    bn = model.net[1]
+    bn.running_mean.fill_(5.0)  # far from the batch statistics: eval and train mode features differ
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_mode = extract_features(model, _view_batches(num_objects=4, views=3, batch=12), batchnorm="train")
+    eval_mode = extract_features(model, _view_batches(num_objects=4, views=3, batch=12))
+    assert not torch.allclose(train_mode["rep/full"], eval_mode["rep/full"], atol=1e-3)
+    # one batch of all 12 views: pooled BN outputs average to BN's bias (0) per channel over the batch
+    assert torch.allclose(train_mode["rep/full"].flatten(0, 1).mean(0), torch.zeros(4), atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model.training and bn.training  # modes restored
+    with pytest.raises(ValueError, match="extraction.batchnorm"):
+        extract_features(model, _view_batches(2, 2, 2), batchnorm="frozen")

@@ -40,6 +40,26 @@ def test_probe_a_tiny_sie_run(sie_run, capsys):
     assert "reusing" in capsys.readouterr().out
 
 
+def test_probe_protocols_record_protocol_and_conventions(sie_run, capsys):
+    _, run = sie_run
+    assert main(["probe", str(run), "--protocol", "sie_reference", "--probes", "linear,rotation,colour",
+                 "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol sie_reference: quaternion sign scipy, colour targets raw" in out
+    report = json.loads((run / "probe" / "probe.json").read_text())
+    assert report["protocol"] == "sie_reference" and report["headline_r2"] == "r2_pooled"
+    assert report["method_name"] == "sie"
+    assert report["conventions"] == {"quaternion_sign": "scipy", "colour_targets": "raw", "feature_batchnorm": "eval",
+                                     "run": {"quaternion_sign": "canonical", "colour_targets": "wrapped"}}
+    rotation = report["probes"]["rotation"]
+    assert rotation["config"]["train_per_object"] == 1 and rotation["selection"]["rotation/equi"]["epoch"] == 1
+    assert main(["probe", str(run), "--probes", "linear", "--epochs", "1"]) == 0  # default protocol
+    report = json.loads((run / "probe" / "probe.json").read_text())
+    assert report["protocol"] == "default" and report["conventions"]["quaternion_sign"] == "canonical"
+    assert main(["probe", str(run), "--protocol", "papers"]) == 2
+    assert "unknown protocol" in capsys.readouterr().err
+
+
 def test_probe_bad_inputs(sie_run, tmp_path, capsys):
     root, run = sie_run
     empty = tmp_path / "no_ckpt"

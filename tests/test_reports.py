@@ -27,7 +27,7 @@ def _make_run(root, name: str, method: str, top1: float | None, data) -> str:
     if top1 is not None:
         metrics["linear/inv/top1"] = top1
     (run / "probe" / "probe.json").write_text(json.dumps({
-        "method": method, "metrics": metrics,
+        "method": method, "protocol": "default", "metrics": metrics,
         "definitions": {k: f"definition of {k}" for k in metrics},
         "probes": {"translation": {"status": "skipped", "reason": "needs latents ['trans_x']"}},
     }))
@@ -50,9 +50,9 @@ def test_report_on_two_runs_writes_both_files_with_both_rows(tmp_path, capsys):
         assert "needs latents" in text
     lines = md.splitlines()
     linear = lines.index("### probe: linear")  # table: title, blank, header, rule, one row per run
-    assert lines[linear + 4] == "| run_sie | sie | 55.50 |"
-    assert lines[linear + 5] == "| run_vicreg | vicreg | – |"  # missing top-1 is a dash
-    assert "| run_vicreg | vicreg | 0.42 |" in lines
+    assert lines[linear + 4] == "| run_sie | sie | default | 55.50 |"
+    assert lines[linear + 5] == "| run_vicreg | vicreg | default | – |"  # missing top-1 is a dash
+    assert "| run_vicreg | vicreg | default | 0.42 |" in lines
     assert page.count("data:image/png;base64,") == 2  # training curves + dataset contact sheet, embedded
     assert (tmp_path / "out" / "assets" / "dataset_contact_sheet.png").is_file()
     assert "wrote" in capsys.readouterr().out
@@ -109,6 +109,70 @@ def test_every_report_table_row_has_as_many_cells_as_its_header(tmp_path):
     for table in re.findall(r"<table>(.*?)</table>", page, re.S):
         widths = {len(re.findall(r"<t[hd]>", tr)) for tr in re.findall(r"<tr>(.*?)</tr>", table, re.S)}
         assert len(widths) == 1, table[:300]
+
+
+def _probe_run(root, name: str, method: str, protocol: str, metrics: dict[str, float]) -> str:
+    run = root / name
+    (run / "probe").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"method:\n  name: {method}\n")
+    (run / "probe" / "probe.json").write_text(json.dumps({
+        "method": method, "method_name": method, "protocol": protocol, "headline_r2": "r2_pooled",
+        "conventions": {"quaternion_sign": "scipy", "colour_targets": "raw", "feature_batchnorm": "eval",
+                        "run": {"quaternion_sign": "canonical", "colour_targets": "wrapped"}},
+        "dataset": {"views": 12},
+        "config": {"probes": {"rotation": {"train_per_object": 10, "val_per_object": 10, "holdout_fraction": 0.1,
+                                           "epochs": 50}}},
+        "metrics": metrics, "definitions": {k: "d" for k in metrics}, "probes": {}}))
+    return str(run)
+
+
+def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_path):
+    base = {"rotation/r2_pooled_mean_baseline": 0.27, "rotation/r2_uniform_mean_baseline": -0.01}
+    runs = [
+        _probe_run(tmp_path, "ceiling", "supervised", "default",
+                   {**base, "linear/full/top1": 90.0, "rotation/full/r2_pooled": 0.70,
+                    "rotation/full/r2_uniform": 0.60}),
+        _probe_run(tmp_path, "sie", "sie", "default",
+                   {**base, "linear/inv/top1": 50.0, "linear/full/top1": 52.0, "rotation/equi/r2_pooled": 0.40,
+                    "rotation/equi/r2_uniform": 0.20, "rotation/full/r2_pooled": 0.35, "predictor/val/hit@1": 0.25}),
+        _probe_run(tmp_path, "vicreg", "vicreg", "default",
+                   {**base, "linear/full/top1": 55.0, "rotation/full/r2_pooled": 0.25,
+                    "rotation/full/r2_uniform": -0.02}),
+    ]
+    assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    tables = markdown_tables(md)
+    first_title, first = next(iter(tables.items()))
+    assert first_title.startswith("Headline")
+    header = first[0]
+    assert [r[0] for r in first[2:]] == ["sie", "vicreg", "ceiling"]  # the ceiling row last
+    sie, vicreg, ceiling = first[2:]
+    assert ceiling[1] == "supervised (ceiling)" and ceiling[header.index("rotation R² pooled")] == "0.7"
+    assert sie[header.index("rotation part")] == "equi" and sie[header.index("rotation R² pooled")] == "0.4"
+    assert sie[header.index("mean baseline, pooled")] == "0.27" and sie[header.index("Hit@1")] == "0.25"
+    assert vicreg[header.index("rotation part")] == "full" and vicreg[header.index("Hit@1")] == "–"
+    assert sie[header.index("Hit@1 chance")] == "0.08333"
+    reading = next(line for line in md.splitlines() if line.startswith("**Reading"))
+    assert "best self-supervised sie (equi) 0.400, +0.130 vs its mean baseline 0.270" in reading
+    assert "supervised ceiling (ceiling) 0.700: the best self-supervised run is 0.300 below it" in reading
+    assert md.index("## Headline") < md.index("## Probe protocols") < md.index("## Our runs") < md.index(
+        "## Published numbers")
+    protocols = next(rows for title, rows in tables.items() if title.startswith("Probe protocols"))
+    assert protocols[2][:6] == ["ceiling", "default", "r2_pooled", "scipy / canonical", "raw / wrapped", "eval"]
+    assert "10 fresh random per object per epoch" in protocols[2][6] and "10% held-out" in protocols[2][6]
+    sie_equicaps = next(rows for title, rows in tables.items() if title.startswith("SIE and EquiCaps papers"))
+    seq_jepa = next(rows for title, rows in tables.items() if title.startswith("seq-JEPA paper"))
+    assert any("83.24" in r for r in sie_equicaps) and not any("80.48" in r for r in sie_equicaps)
+    assert any("80.48" in r for r in seq_jepa) and not any("83.24" in r for r in seq_jepa)
+    assert "pooled" in sie_equicaps[0][3] and "uniform" in seq_jepa[0][2]  # each names its R² definition
+
+
+def test_report_reading_without_a_ceiling(tmp_path):
+    run = _probe_run(tmp_path, "sie", "sie", "sie_reference", {"rotation/equi/r2_pooled": 0.2,
+                                                               "rotation/r2_pooled_mean_baseline": 0.27})
+    assert main(["report", run, "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "sie (equi) 0.200, -0.070 vs its mean baseline 0.270; no supervised ceiling run in this report" in md
 
 
 def test_report_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):

@@ -34,7 +34,7 @@ def _export(args: argparse.Namespace) -> int:
     from ssl_eq.datasets.threedie import export_3diebench
 
     out = export_3diebench(args.dir, args.out, channel_order=args.channel_order, jpeg_quality=args.jpeg_quality,
-                           workers=args.workers)
+                           workers=args.workers, overwrite=args.overwrite)
     print(f"wrote 3DIEBench layout to {out}")
     return 0
 
@@ -67,7 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     exp = sub.add_parser("export-3diebench", help="write a native dataset in the original 3DIEBench layout")
     exp.add_argument("dir", help="native dataset folder")
-    exp.add_argument("out", help="output folder (<synset>/<object>/image_<k>.jpg, latent_<k>.npy, split files)")
+    exp.add_argument("out", help="output folder (<synset>/<object>/image_<k>.jpg, latent_<k>.npy, split files); "
+                     "re-running the same export resumes it")
+    exp.add_argument("--overwrite", action="store_true",
+                     help="replace the contents of a non-empty OUT that holds something else")
     imp = sub.add_parser("import-3diebench", help="pack an original 3DIEBench(-T) folder into native shards "
                          "(resumable: re-run the same command)")
     imp.add_argument("root", help="3DIEBench folder (holds train_images.npy, val_images.npy, ...)")
@@ -79,6 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help=CHANNEL_ORDER_HELP)
         q.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
         q.add_argument("--workers", type=int, default=_default_workers(), help="processes (default: up to 8)")
+    for q in (info, exp, imp):
+        q.add_argument("--debug", action="store_true", help="show tracebacks")
     exp.set_defaults(func=_export)
     imp.set_defaults(func=_import)
 
@@ -87,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prev.add_argument("--out", required=True, help="output PNG")
     prev.add_argument("--objects", type=int, default=8, help="rows (one object per class first)")
     prev.add_argument("--views", type=int, default=8, help="columns")
+    prev.add_argument("--debug", action="store_true", help="show tracebacks")
     prev.set_defaults(func=_preview)
 
 

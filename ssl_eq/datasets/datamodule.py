@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssl_eq.datasets.loader import ThreadLoader
 from ssl_eq.datasets.native import NativeDataset
+from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequenceDataset, PairDataset,
                                    SequenceDataset, ViewDataset, collate)
 
@@ -22,10 +23,12 @@ from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequence
 DATASET_KINDS: dict[str, tuple[Callable[..., Dataset], Callable[..., Dataset]]] = {
     "view": (lambda src, split, dm: ViewDataset(src, split),
              lambda src, split, dm: ViewDataset(src, split)),
-    "pair": (lambda src, split, dm: PairDataset(src, split, seed=dm.seed),
-             lambda src, split, dm: FixedPairDataset(src, split, seed=dm.seed)),
-    "sequence": (lambda src, split, dm: SequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed),
-                 lambda src, split, dm: FixedSequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed)),
+    "pair": (lambda src, split, dm: PairDataset(src, split, seed=dm.seed, **dm.conventions),
+             lambda src, split, dm: FixedPairDataset(src, split, seed=dm.seed, **dm.conventions)),
+    "sequence": (lambda src, split, dm: SequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed,
+                                                        **dm.conventions),
+                 lambda src, split, dm: FixedSequenceDataset(src, split, num_views=dm.num_views, seed=dm.seed,
+                                                             **dm.conventions)),
 }
 
 
@@ -46,17 +49,22 @@ class SSLDataModule(pl.LightningDataModule):
 
     Arguments mirror the `data` section of configs/pretrain.yaml; pin_memory None pins when CUDA is available.
     `num_replicas` / `rank` default to the attached trainer's world size / global rank (1 / 0 without one).
+    `quaternion_sign` / `colour_targets`: conventions of the actions in pair / sequence batches
+    (`ssl_eq.datasets.relative`).
     """
 
     def __init__(self, root: str | os.PathLike, kind: str = "pair", batch_size: int = 64, num_workers: int = 0,
                  num_views: int = 3, seed: int = 0, pin_memory: bool | None = None, persistent_workers: bool = True,
                  drop_last: bool = True, train_split: str = "train", val_split: str = "val",
-                 num_replicas: int | None = None, rank: int | None = None, loader: str = "threads"):
+                 num_replicas: int | None = None, rank: int | None = None, loader: str = "threads",
+                 quaternion_sign: str = DEFAULT_QUATERNION_SIGN, colour_targets: str = DEFAULT_COLOUR_TARGETS):
         super().__init__()
         if kind not in DATASET_KINDS:
             raise ValueError(f"kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
         if loader not in LOADERS:
             raise ValueError(f"loader must be one of {sorted(LOADERS)}, got {loader!r}")
+        check_conventions(quaternion_sign, colour_targets)
+        self.conventions = {"quaternion_sign": quaternion_sign, "colour_targets": colour_targets}
         self.loader = loader
         self.root, self.kind, self.batch_size, self.num_workers = root, kind, batch_size, num_workers
         self.num_views, self.seed = num_views, seed

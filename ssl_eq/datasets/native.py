@@ -11,7 +11,6 @@ import datetime as _dt
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from ssl_eq.utils.io import read_json, write_json_atomic
+from ssl_eq.utils.io import make_temp_dir, read_json, read_json_object, write_json_atomic
 
 FORMAT = "ssl_eq-native"
 FORMAT_VERSION = 1
@@ -39,6 +38,8 @@ MANIFEST_KEYS = (
     "image_size", "views", "encoding", "class_names", "synsets", "num_objects", "shards", "split", "skipped",
 )
 SPLITS = ("train", "val")
+REPAIR_HINT = ("Re-run the render / import-3diebench command that made the dataset: it replaces damaged shards "
+               "(`ssl-eq dataset info DIR` lists them all)")
 
 
 def shard_name(index: int) -> str:
@@ -54,6 +55,77 @@ def shard_dir(root: str | os.PathLike, index: int) -> Path:
 def is_shard_complete(root: str | os.PathLike, index: int) -> bool:
     """True when shard `index` was renamed into place (a complete shard always holds shard.json)."""
     return (shard_dir(root, index) / SHARD_META).is_file()
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, expected file size in bytes) from a .npy header; ValueError when the header is unreadable."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        return shape, dtype, f.tell() + math.prod(shape) * dtype.itemsize
+
+
+def shard_problems(folder: str | os.PathLike, meta: dict[str, Any] | None = None) -> list[str]:
+    """What is wrong with a complete shard's files (empty list: sound), checked against its own shard.json.
+
+    Each array file's size must match its .npy header and its leading dimensions the shard's object / view
+    counts, so a truncated `images.npy` / `latents.npy` (copy cut short, disk full, bad sector) is found
+    without reading the data.
+    """
+    folder = Path(folder)
+    try:
+        meta = meta if meta is not None else read_json_object(folder / SHARD_META, "shard metadata")
+        k, v, encoding = int(meta["num_objects"]), int(meta["views"]), meta["encoding"]
+    except (KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        return [f"{folder / SHARD_META}: unreadable shard metadata ({e})"]
+    expected: dict[str, tuple[int, ...]] = {"latents.npy": (k, v), "labels.npy": (k,), "object_ids.npy": (k,)}
+    if encoding == "raw":
+        expected["images.npy"] = (k, v, int(meta["image_size"]), int(meta["image_size"]), 3)
+    else:
+        expected.update({"jpeg_offsets.npy": (k * v + 1,), "jpeg_data.npy": ()})
+    problems, shapes = [], {}
+    for name, lead in expected.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        try:
+            shape, _, size = _npy_layout(path)
+        except (ValueError, OSError) as e:
+            problems.append(f"{path}: not a readable .npy file ({e})")
+            continue
+        actual = path.stat().st_size
+        if actual != size:
+            problems.append(f"{path}: {actual} bytes, its header {shape} needs {size} (truncated or damaged)")
+        elif tuple(shape[:len(lead)]) != lead:
+            problems.append(f"{path}: shape {shape}, {SHARD_META} says it starts with {lead}")
+        shapes[name] = shape
+    if encoding == "jpeg" and not problems:
+        end = int(np.load(folder / "jpeg_offsets.npy")[-1])
+        if end != shapes["jpeg_data.npy"][0]:
+            problems.append(f"{folder / 'jpeg_data.npy'}: holds {shapes['jpeg_data.npy'][0]} bytes of JPEG data, "
+                            f"jpeg_offsets.npy ends at {end}")
+    return problems
+
+
+def open_array(path: Path, mmap: bool = False) -> np.ndarray:
+    """np.load (memory-mapped when `mmap`) with errors that name the file and say how to repair it
+    (numpy alone says e.g. "mmap length is greater than file size")."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read the array ({e}); the shard is damaged. {REPAIR_HINT}") from e
+
+
+def remove_damaged_shard(root: str | os.PathLike, index: int) -> list[str]:
+    """Delete shard `index` when its files are damaged (so that it is written again) -> the problems found."""
+    folder = shard_dir(root, index)
+    problems = shard_problems(folder) if is_shard_complete(root, index) else []
+    if problems:
+        shutil.rmtree(folder)
+    return problems
 
 
 def list_complete_shards(root: str | os.PathLike) -> list[int]:
@@ -140,7 +212,7 @@ def write_shard(
     shards = final.parent
     shards.mkdir(parents=True, exist_ok=True)
     _clean_stale_temps(shards, name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=shards))
+    tmp = make_temp_dir(f".{name}.tmp-", shards)
     try:
         if encoding == "raw":
             _save_npy(tmp / "images.npy", np.ascontiguousarray(images))
@@ -270,13 +342,13 @@ class NativeDataset:
         latents, labels, ids, counts = [], [], [], []
         for d in self._shard_dirs:
             meta = self._check_shard(d)
-            lat = np.load(d / "latents.npy", mmap_mode="r")
+            lat = open_array(d / "latents.npy", mmap=True)
             if lat.shape != (meta["num_objects"], self.views, len(self.latent_schema)):
                 raise ValueError(f"{d / 'latents.npy'}: expected shape ({meta['num_objects']}, {self.views}, "
                                  f"{len(self.latent_schema)}) for variant {self.variant!r}, got {lat.shape}")
             latents.append(np.asarray(lat, dtype=np.float32))
-            labels.append(np.load(d / "labels.npy"))
-            ids.append(np.load(d / "object_ids.npy"))
+            labels.append(open_array(d / "labels.npy"))
+            ids.append(open_array(d / "object_ids.npy"))
             counts.append(meta["num_objects"])
         d_lat = len(self.latent_schema)
         self.latents = np.concatenate(latents) if latents else np.zeros((0, self.views, d_lat), np.float32)
@@ -291,11 +363,14 @@ class NativeDataset:
         if not (d / SHARD_META).is_file():
             raise FileNotFoundError(f"{self.root / MANIFEST_NAME} lists shard {d.name}, but {d / SHARD_META} "
                                     f"is missing (shard incomplete or deleted)")
-        meta = read_json(d / SHARD_META, "shard metadata")
+        meta = read_json_object(d / SHARD_META, "shard metadata")
         expected = {"views": self.views, "image_size": self.image_size, "encoding": self.encoding}
         for key, value in expected.items():
             if meta.get(key) != value:
                 raise ValueError(f"{d / SHARD_META}: {key} is {meta.get(key)!r}, the manifest says {value!r}")
+        problems = shard_problems(d, meta)
+        if problems:
+            raise ValueError(f"damaged shard {d}: {'; '.join(problems)}. {REPAIR_HINT}")
         return meta
 
     def __len__(self) -> int:
@@ -336,9 +411,9 @@ class NativeDataset:
         if s not in self._handles:
             d = self._shard_dirs[s]
             if self.encoding == "raw":
-                self._handles[s] = np.load(d / "images.npy", mmap_mode="r")
+                self._handles[s] = open_array(d / "images.npy", mmap=True)
             else:
-                self._handles[s] = (np.load(d / "jpeg_data.npy", mmap_mode="r"), np.load(d / "jpeg_offsets.npy"))
+                self._handles[s] = (open_array(d / "jpeg_data.npy", mmap=True), open_array(d / "jpeg_offsets.npy"))
         return self._handles[s]
 
     def read_latents(self, obj: int | np.ndarray, view_idx: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -393,7 +468,15 @@ class NativeDataset:
 
 
 def dataset_info(root: str | os.PathLike) -> dict[str, Any]:
-    """Summary of a native dataset: counts, classes, latent ranges, size on disk."""
+    """Summary of a native dataset: counts, classes, latent ranges, size on disk.
+
+    Raises ValueError listing every damaged shard (files cut short or not matching their shard.json).
+    """
+    manifest = read_manifest(root)
+    damaged = [p for s in manifest["shards"] for p in shard_problems(shard_dir(root, s["index"]))]
+    if damaged:
+        raise ValueError(f"{root}: {len(damaged)} damaged shard file(s):\n  " + "\n  ".join(damaged)
+                         + f"\n{REPAIR_HINT}")
     ds = NativeDataset(root)
     flat = ds.latents.reshape(-1, len(ds.latent_schema))
     size = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -24,9 +25,9 @@ import torch
 from PIL import Image
 
 from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
-                                    NativeDataset, batch_tensor, is_shard_complete, shard_dir, shard_name, write_manifest,
-                                    write_shard)
-from ssl_eq.utils.io import atomic_path, read_json, write_json_atomic, write_npy_atomic
+                                    NativeDataset, batch_tensor, is_shard_complete, remove_damaged_shard, shard_dir,
+                                    shard_name, write_manifest, write_shard)
+from ssl_eq.utils.io import atomic_path, read_json, read_json_object, write_json_atomic, write_npy_atomic
 
 # channel order of the files relative to the render -> function mapping (…, 3) between the two (an involution)
 CHANNEL_ORDERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -38,6 +39,7 @@ VARIANT_BY_DIM = {len(names): variant for variant, names in LATENT_SCHEMAS.items
 DEFAULT_OBJECTS_PER_SHARD = 256
 VIEW_PROBE_OBJECTS = 16  # views per object = most files found in the first objects (one may be damaged)
 IMPORT_CONFIG = "render_config.json"  # the contract's config file, here recording the import options
+EXPORT_RECORD = ".ssl_eq_export.json"  # in an export folder: which dataset / options it holds (resume, refuse)
 
 
 def image_file(obj_dir: Path, k: int) -> Path:
@@ -225,7 +227,7 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
               "encoding": encoding, "jpeg_quality": jpeg_quality, "objects_per_shard": objects_per_shard,
               "views": folder.views, "variant": folder.variant}
     cfg_path = out / IMPORT_CONFIG
-    if cfg_path.is_file() and read_json(cfg_path) != config:
+    if cfg_path.is_file() and read_json_object(cfg_path, "import config") != config:
         raise ValueError(f"{cfg_path} records different import options ({read_json(cfg_path)}); "
                          f"use a new output folder to import with {config}")
     write_json_atomic(cfg_path, config)
@@ -233,6 +235,8 @@ def import_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
     chunks = [order[i:i + objects_per_shard] for i in range(0, len(order), objects_per_shard)]
     bar = tqdm(total=len(order), desc="import-3diebench", unit="obj", disable=not progress)
     for s, objs in enumerate(chunks):
+        for problem in remove_damaged_shard(out, s):
+            bar.write(f"re-importing damaged {shard_name(s)}: {problem}")
         if is_shard_complete(out, s):
             bar.update(len(objs))
             continue
@@ -290,6 +294,8 @@ def _init_export(root: str, out: str, channel_order: str, quality: int) -> None:
 def _export_one(obj: int) -> None:
     ds: NativeDataset = _WORKER["ds"]
     obj_dir = _WORKER["out"] / object_path(ds, obj).strip("/")
+    if latent_file(obj_dir, ds.views - 1).is_file():  # written last: the object is complete (resumed export)
+        return
     obj_dir.mkdir(parents=True, exist_ok=True)
     images = CHANNEL_ORDERS[_WORKER["channel_order"]](ds.get_views(obj, np.arange(ds.views)))
     for k in range(ds.views):
@@ -303,15 +309,48 @@ def object_path(ds: NativeDataset, obj: int) -> str:
     return f"/{ds.synsets[int(ds.labels[obj])]}/{ds.object_ids[obj]}"
 
 
+def _prepare_export(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
+    """Claim export folder `out` for `record` -> True when it already holds this export complete.
+
+    A non-empty folder holding anything else (another export, other files) is refused unless `overwrite`,
+    which empties it; the same export is resumed.
+    """
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export folder {out} exists and is not a folder")
+    marker = out / EXPORT_RECORD
+    if out.is_dir() and any(out.iterdir()):
+        old = read_json(marker, "export record") if marker.is_file() else None
+        if old == record:
+            return all(f.is_file() for split in SPLITS for f in _split_files(out, split))
+        if not overwrite:
+            what = f"an export of {old.get('dataset')}" if isinstance(old, dict) else f"no {EXPORT_RECORD}"
+            raise FileExistsError(f"export folder {out} is not empty and holds {what}, not this export of "
+                                  f"{record['dataset']} ({record['channel_order']}, quality {record['jpeg_quality']}); "
+                                  f"refusing to mix two datasets: use an empty folder, or --overwrite to replace "
+                                  f"its contents")
+        for p in out.iterdir():
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    write_json_atomic(marker, record)
+    return False
+
+
 def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel_order: str = DEFAULT_CHANNEL_ORDER,
-                     jpeg_quality: int = DEFAULT_JPEG_QUALITY, workers: int = 1, progress: bool = True) -> Path:
-    """Write native dataset `root` in the original 3DIEBench(-T) layout at `out` (split files written last)."""
+                     jpeg_quality: int = DEFAULT_JPEG_QUALITY, workers: int = 1, progress: bool = True,
+                     overwrite: bool = False) -> Path:
+    """Write native dataset `root` in the original 3DIEBench(-T) layout at `out` (split files written last).
+
+    Resumable: re-running the same export completes the missing objects (a complete one is a no-op).
+    """
     from tqdm import tqdm
 
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
     ds = NativeDataset(root)
     out = Path(out)
+    record = {"dataset": str(Path(root).resolve()), "dataset_created": ds.manifest["created"],
+              "channel_order": channel_order, "jpeg_quality": jpeg_quality}
+    if _prepare_export(out, record, overwrite):
+        return out
     objs = list(range(len(ds)))
     for _ in tqdm(_pool_map(_export_one, objs, workers, _init_export, (str(root), str(out), channel_order,
                                                                         jpeg_quality)),

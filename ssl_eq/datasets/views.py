@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 
-from ssl_eq.datasets.relative import relative_transform, sequence_actions
+from ssl_eq.datasets.relative import (DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions,
+                                      relative_transform, sequence_actions)
 
 Index = int | tuple[int, int]
 
@@ -80,13 +81,17 @@ class MultiViewDataset(Dataset):
     consecutive views. `fixed=True` draws the same views every epoch (evaluation).
 
     Item: images uint8 (M, 3, H, W), latents (M, D), label, object_index, view_indices (M,), and the keys of
-    `relative_transform`, each (M-1, ...).
+    `relative_transform`, each (M-1, ...), in the `quaternion_sign` / `colour_targets` conventions
+    (`ssl_eq.datasets.relative`).
     """
 
     def __init__(self, source: Any, split: str | None = "train", num_views: int = 3, seed: int = 0,
-                 fixed: bool = False):
+                 fixed: bool = False, quaternion_sign: str = DEFAULT_QUATERNION_SIGN,
+                 colour_targets: str = DEFAULT_COLOUR_TARGETS):
         if not 2 <= num_views <= source.views:
             raise ValueError(f"num_views must be in [2, {source.views}] (views per object), got {num_views}")
+        check_conventions(quaternion_sign, colour_targets)
+        self.conventions = {"quaternion_sign": quaternion_sign, "colour_targets": colour_targets}
         self.source, self.split, self.num_views = source, split, num_views
         self.seed, self.fixed, self.epoch = seed, fixed, 0
         self.objects = _objects(source, split)
@@ -128,7 +133,7 @@ class MultiViewDataset(Dataset):
 
     def _actions(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, M, D) -> actions between consecutive views, each (B, M-1, ...)."""
-        return sequence_actions(latents)
+        return sequence_actions(latents, **self.conventions)
 
 
 class SequenceDataset(MultiViewDataset):
@@ -139,26 +144,27 @@ class PairDataset(MultiViewDataset):
     """Two different random views per object (fresh each epoch) and the transformation view 1 -> view 2:
     images (2, 3, H, W), latents (2, D), view_indices (2,), rel_rotation_quat (4,), ... (no leading M-1 axis)."""
 
-    def __init__(self, source: Any, split: str | None = "train", seed: int = 0, fixed: bool = False):
-        super().__init__(source, split, num_views=2, seed=seed, fixed=fixed)
+    def __init__(self, source: Any, split: str | None = "train", seed: int = 0, fixed: bool = False,
+                 **conventions: str):
+        super().__init__(source, split, num_views=2, seed=seed, fixed=fixed, **conventions)
 
     def _actions(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 2, D) -> view 1 -> view 2 transformation, each (B, ...)."""
-        return relative_transform(latents[:, 0], latents[:, 1])
+        return relative_transform(latents[:, 0], latents[:, 1], **self.conventions)
 
 
 class FixedPairDataset(PairDataset):
     """PairDataset whose pairs depend only on `seed` (same every epoch): for evaluation."""
 
-    def __init__(self, source: Any, split: str | None = "val", seed: int = 0):
-        super().__init__(source, split, seed=seed, fixed=True)
+    def __init__(self, source: Any, split: str | None = "val", seed: int = 0, **conventions: str):
+        super().__init__(source, split, seed=seed, fixed=True, **conventions)
 
 
 class FixedSequenceDataset(SequenceDataset):
     """SequenceDataset whose sequences depend only on `seed` (same every epoch): for evaluation."""
 
-    def __init__(self, source: Any, split: str | None = "val", num_views: int = 3, seed: int = 0):
-        super().__init__(source, split, num_views=num_views, seed=seed, fixed=True)
+    def __init__(self, source: Any, split: str | None = "val", num_views: int = 3, seed: int = 0, **conventions: str):
+        super().__init__(source, split, num_views=num_views, seed=seed, fixed=True, **conventions)
 
 
 class EpochSampler(DistributedSampler):

@@ -208,7 +208,7 @@ class BaseMethod(pl.LightningModule):
         raise NonFiniteLossError(
             f"non-finite loss {float(out.loss.detach())} at step {self.global_step}; last finite loss: "
             f"{self._last_finite_loss}; non-finite term(s): {', '.join(bad)}. The last checkpoint is kept; "
-            f"lower the learning rate or enable trainer.gradient_clip_val, then re-run to resume.")
+            f"lower the learning rate (method.optim.lr) or set trainer.gradient_clip_val and resume from it.")
 
     def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor]
                       ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:

@@ -12,6 +12,8 @@ overrides (Hydra syntax, any number):
   experiment=NAME      {experiment}
   data.root=DIR        native dataset folder (required)
   run_dir=DIR          run folder; re-running the same command resumes from DIR/checkpoints/last.ckpt
+  resume_from=CKPT     fork: start a new run_dir from another run's checkpoint (method.optim.lr / weight_decay
+                       may change), e.g. resume_from=runs/sie/checkpoints/step=1000.ckpt run_dir=runs/sie_lr1e-4
   KEY=VALUE            any key of the composed config, e.g. trainer.max_steps=100 data.batch_size=256
                        method.optim.lr=1e-3 trainer.devices=2 trainer.strategy=ddp trainer.precision=bf16-mixed
 use --cfg to print the composed config and exit.
@@ -20,6 +22,7 @@ example: ssl-eq pretrain method=sie data.root=data/3diebench trainer.max_steps=1
 
 
 CONFIG_GROUPS = ("method", "backbone", "augment", "experiment")
+LR_BACKOFF = 10  # the NaN advice suggests a learning rate this many times lower
 
 
 def group_options(group: str) -> list[str]:
@@ -48,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run, accepts_overrides=True)
 
 
+def fork_advice(cfg) -> str:
+    """The commands that follow the NaN guard's advice for run `cfg` (a fork with a 10x lower learning rate)."""
+    last = f"{cfg.run_dir}/checkpoints/last.ckpt"
+    lr = float(cfg.method.optim.lr) / LR_BACKOFF
+    return (f"to continue with a lower learning rate, fork the run from its last good checkpoint into a new folder:\n"
+            f"  ssl-eq pretrain <same overrides> resume_from={last} run_dir={cfg.run_dir}_lr{lr:g} "
+            f"method.optim.lr={lr:g}\n"
+            f"or to clip gradients in place: ssl-eq pretrain <same overrides> trainer.gradient_clip_val=VALUE")
+
+
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         if args.debug:
             raise
-        print(f"ssl-eq pretrain: stopped: {e}", file=sys.stderr)
+        print(f"ssl-eq pretrain: stopped: {e}\n{fork_advice(cfg)}", file=sys.stderr)
         return 3
     print(f"{summary['method']}: {summary['status']} at step {summary['global_step']}; run folder {cfg.run_dir}")
     return 0

@@ -5,7 +5,6 @@ RUN/checkpoints/last.ckpt + periodic step=N.ckpt, RUN/tb/ (TensorBoard), RUN/met
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_eq.config import config_dir
 from ssl_eq.methods.commands import CONFIG_GROUPS, group_options
+from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
-from ssl_eq.utils.io import read_json, write_atomic, write_json_atomic
+from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, OptimizerSettings, WallClock, check_fork,
+                                   optimizer_settings, read_checkpoint)
+from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
-RESUMABLE_SECTIONS = ("trainer", "checkpoint")
+RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir")  # run_dir: a moved run folder resumes
 # keys of the `trainer` section read by the model, not passed to pl.Trainer
 MODEL_TRAINER_KEYS = ("channels_last",)
 
@@ -40,28 +42,37 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
             raise ValueError(f"unknown {group} {value!r}; valid: {group_options(group)}")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None, job_name="pretrain"):
-            return compose(config_name=ROOT_CONFIG, overrides=overrides)
+            cfg = compose(config_name=ROOT_CONFIG, overrides=overrides)
     except HydraException as e:
         raise ValueError(_explain_override_error(overrides, e)) from e
+    check_config(cfg, _group_defaults(overrides))
+    return cfg
 
 
-def _explain_override_error(overrides: list[str], error: Exception) -> str:
-    """Name the first override whose key does not exist and list the keys valid at that level."""
+def _group_defaults(overrides: list[str]) -> DictConfig:
+    """The config composed with only the config-group choices of `overrides` (its values are the defaults)."""
     from hydra import compose, initialize_config_dir
 
     groups = [o for o in overrides if o.lstrip("+~").partition("=")[0] in CONFIG_GROUPS]
     with initialize_config_dir(config_dir=str(config_dir()), version_base=None, job_name="pretrain"):
-        base = compose(config_name=ROOT_CONFIG, overrides=groups)
+        return compose(config_name=ROOT_CONFIG, overrides=groups)
+
+
+def _explain_override_error(overrides: list[str], error: Exception) -> str:
+    """Name the first override whose key does not exist and list the keys valid at that level."""
+    base = _group_defaults(overrides)
     for o in overrides:
         key = o.partition("=")[0]
         if key.startswith(("+", "~")) or key.lstrip("+~") in CONFIG_GROUPS:
             continue
         node: Any = base
         for depth, part in enumerate(key.split(".")):
-            if not isinstance(node, DictConfig) or part not in node:
+            if not isinstance(node, DictConfig) or part not in node.keys():  # `in node` is False for a ??? value
                 parent = ".".join(key.split(".")[:depth]) or "<root>"
                 valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
                 return f"unknown config key {key!r} (no {part!r} in {parent}); valid keys there: {valid}"
+            if OmegaConf.is_missing(node, part):
+                break
             node = node[part]
     return f"bad overrides {overrides}: {error}"
 
@@ -75,10 +86,10 @@ def build_method(config: dict[str, Any] | DictConfig) -> BaseMethod:
 
 def load_run(run_dir: str | Path, map_location: str | torch.device = "cpu") -> BaseMethod:
     """The trained model of run folder `run_dir` (from checkpoints/last.ckpt), in eval mode."""
-    ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
+    ckpt = Path(run_dir) / CHECKPOINT_DIR / LAST
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint in run folder {run_dir}: expected {ckpt}")
-    state = torch.load(ckpt, map_location=map_location, weights_only=False)
+    state = read_checkpoint(ckpt)
     config = state.get("hyper_parameters", {}).get("config")
     if config is None:
         raise ValueError(f"{ckpt}: no 'config' in the checkpoint's hyper_parameters (not an ssl_eq run?)")
@@ -126,6 +137,24 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _start_checkpoint(cfg: DictConfig, last: Path) -> tuple[Path | None, OptimizerSettings | None]:
+    """The checkpoint a run starts from (checked readable): its own last.ckpt, else `resume_from` (a fork),
+    with the callback applying a fork's new optimiser settings."""
+    if last.is_file():
+        read_checkpoint(last)
+        return last, None
+    source = cfg.get("resume_from")
+    if not source:
+        return None, None
+    source = Path(str(source))
+    if not source.is_file():
+        raise FileNotFoundError(f"resume_from={source}: no such checkpoint file (give RUN/checkpoints/last.ckpt "
+                                f"or RUN/checkpoints/step=N.ckpt)")
+    state, config = read_checkpoint(source), OmegaConf.to_container(cfg, resolve=True)
+    check_fork(state, config, source)
+    return source, optimizer_settings(state, config)
+
+
 def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
     """Record what the model needs to know about its data (kept in config.yaml and the checkpoint)."""
     data = cfg.data
@@ -136,16 +165,20 @@ def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
 
 
 def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to resume into a folder that was trained with a different config (outside RESUMABLE_SECTIONS)."""
+    """Refuse to resume into a folder that was trained with a different config (outside RESUMABLE_SECTIONS).
+
+    A folder without checkpoints holds nothing trained: its config.yaml is replaced.
+    """
     old_path = run_dir / "config.yaml"
-    if not old_path.is_file():
+    if not old_path.is_file() or not any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
         return
     old, new = OmegaConf.load(old_path), OmegaConf.to_container(cfg, resolve=True)
     old = OmegaConf.to_container(old, resolve=True)
     diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SECTIONS and old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"run folder {run_dir} holds a run with a different config (sections {diff} differ "
-                         f"from {old_path}); pick a new run_dir or delete the folder")
+                         f"from {old_path}); pick a new run_dir, or to continue this run with other optimiser "
+                         f"settings fork it: resume_from={run_dir / CHECKPOINT_DIR / LAST} run_dir=NEW_RUN")
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
@@ -165,8 +198,14 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     if OmegaConf.is_missing(cfg.data, "root"):
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
+    check_config(cfg)
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
+    last = run_dir / CHECKPOINT_DIR / LAST
+    summary_file = run_dir / "metrics.json"
+    start_from, optim_change = _start_checkpoint(cfg, last)
+    previous = read_json_object(summary_file, "run summary") if last.is_file() and summary_file.is_file() else {}
+    clock = WallClock(previous.get("wall_s", 0.0))
     trainer = pl.Trainer(
         **trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
@@ -175,7 +214,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                             every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=-1),
             ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint.last_every_n_steps,
                             save_top_k=0, save_last=True),
-            LearningRateMonitor("step"),
+            LearningRateMonitor("step"), clock, *([optim_change] if optim_change else []),
         ],
     )
     world = trainer.world_size
@@ -186,7 +225,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                        num_workers=cfg.data.num_workers, num_views=cfg.data.num_views, seed=cfg.seed,
                        train_split=cfg.data.train_split, val_split=cfg.data.val_split, loader=cfg.data.loader,
                        pin_memory=cfg.data.pin_memory, persistent_workers=cfg.data.persistent_workers,
-                       drop_last=cfg.data.drop_last)
+                       drop_last=cfg.data.drop_last, quaternion_sign=cfg.data.quaternion_sign,
+                       colour_targets=cfg.data.colour_targets)
     _fill_data_info(cfg, dm.info)
     missing = sorted(set(method_cls.required_keys) - set(dm.train_set[0]))
     if missing:
@@ -205,14 +245,12 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         write_atomic(run_dir / "config.yaml", lambda p: OmegaConf.save(cfg, p, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_method(cfg)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    start = time.time()
     status = "completed"
     metrics: dict[str, torch.Tensor] = {}
-    summary_file = run_dir / "metrics.json"
-    previous = read_json(summary_file) if last.is_file() and summary_file.is_file() else {}  # a resumed run adds up
+    if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
+        write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
         trainer.save_checkpoint(last)
         if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
             metrics.update(trainer.callback_metrics)  # validate() resets them
@@ -224,10 +262,12 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(trainer.callback_metrics)
         summary = {
             "method": cfg.method.name, "status": status, "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch, "wall_s": round(previous.get("wall_s", 0.0) + time.time() - start, 3),
+            "epoch": trainer.current_epoch, "wall_s": round(clock.total(), 3),
             "metrics": {**previous.get("metrics", {}),
                         **{k: float(v) for k, v in metrics.items() if v.numel() == 1}},
         }
+        if status != "completed" and trainer.global_step < previous.get("global_step", 0):
+            summary = previous  # failed before the checkpoint was restored: the earlier record stands
         if trainer.is_global_zero:
             write_json_atomic(summary_file, summary)
     return summary

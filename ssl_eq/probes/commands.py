@@ -8,15 +8,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
-                    "of configs/probe/default.yaml and write RUN_DIR/probe/probe.json, TensorBoard scalars and PNGs.")
+                    "of a protocol (configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
+                    "scalars and PNGs.")
     p.add_argument("run_dir", help="run folder with config.yaml and checkpoints/last.ckpt")
     p.add_argument("--data", help="dataset folder (default: the one named in RUN_DIR/config.yaml)")
     p.add_argument("--probes", default="all",
                    help="'all' or a comma-separated list of: linear, rotation, view_rotation, colour, translation, "
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
-    p.add_argument("--device", default="cpu", help="torch device for extraction (default cpu)")
-    p.add_argument("--config", help="probe config YAML (default configs/probe/default.yaml)")
+    p.add_argument("--device", default="cpu", help="torch device for extraction and probe heads (default cpu)")
+    p.add_argument("--protocol", help="probe protocol preset in configs/probe/: default (fresh pairs, held-out "
+                                      "epoch selection) or sie_reference (the SIE / EquiCaps papers' protocol); "
+                                      "default: default")
+    p.add_argument("--config", help="probe config YAML file (instead of --protocol)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_run)
 
@@ -25,6 +29,6 @@ def _run(args: argparse.Namespace) -> int:
     from ssl_eq.probes.runner import format_summary, run_probes
 
     report = run_probes(args.run_dir, data=args.data, probes=args.probes, epochs=args.epochs, device=args.device,
-                        config=args.config)
+                        config=args.config, protocol=args.protocol)
     print(format_summary(report))
     return 0

@@ -1,5 +1,8 @@
 """Frozen-feature extraction (eval mode, BatchNorm statistics untouched) and its on-disk cache.
 
+`batchnorm="train"` reproduces the reference eval scripts' quirk (they call `net.train()` on the frozen
+backbone): BatchNorm normalises with each extraction batch's statistics; the running statistics are restored.
+
 Features are stored object-major: every tensor has shape (K, V, ...) for K objects × V views, so pairs,
 sequences and per-object retrieval are plain indexing. Keys: ``rep/full``, ``rep/inv``, ``rep/equi``
 (representations), ``emb/inv``, ``emb/equi`` (projector embeddings), ``latents`` (K, V, D), ``labels`` (K,),
@@ -38,17 +41,39 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.train(training)
 
 
+@contextlib.contextmanager
+def frozen_batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Like `frozen_eval`, but BatchNorm layers normalise with the batch's statistics (train mode); their
+    running statistics are restored on exit, so the model is unchanged."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
+    with frozen_eval(model):
+        for m in norms:
+            m.train()
+        try:
+            yield model
+        finally:
+            for m, state in zip(norms, saved):
+                m.load_state_dict(state)
+
+
+BATCHNORM_MODES = {"eval": frozen_eval, "train": frozen_batch_statistics}
+
+
 def extract_features(model: Any, batches: Iterable[dict[str, Tensor]], device: str | torch.device = "cpu",
-                     embeddings: bool = True) -> dict[str, Tensor]:
+                     embeddings: bool = True, batchnorm: str = "eval") -> dict[str, Tensor]:
     """Run a frozen model over view batches and arrange the outputs object-major.
 
     model: a `ssl_eq.methods` model (preprocess, representations, embeddings), an nn.Module.
     batches: ViewDataset batches with `images` uint8 (B, 3, H, W), `latents` (B, D), `label` (B,),
       `object_index` (B,), `view_index` (B,); every object must appear with the same views.
+    batchnorm: "eval" (running statistics) or "train" (each batch's statistics, the reference scripts' quirk).
     Returns float32 CPU tensors (K, V, ·) per part (see module docstring); width-0 parts are kept as (K, V, 0).
     """
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"extraction.batchnorm: expected one of {sorted(BATCHNORM_MODES)}, got {batchnorm!r}")
     chunks: dict[str, list[Tensor]] = {}
-    with frozen_eval(model):
+    with BATCHNORM_MODES[batchnorm](model):
         for batch in batches:
             x = model.preprocess(batch["images"].to(device))
             outs = {f"rep/{k}": v for k, v in model.representations(x).items() if k in REPRESENTATION_PARTS}

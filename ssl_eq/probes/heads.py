@@ -1,11 +1,27 @@
-"""Probe heads (linear / MLP) trained with Adam on frozen, cached features."""
+"""Probe heads (linear / MLP) trained with Adam on frozen, cached features.
+
+`train_head` draws fresh examples every epoch from a `ViewTuples` (cached per-view features, vectorised
+indexing) and can choose its epoch on held-out train objects: with `holdout_fraction` > 0 a random part of the
+train objects is set aside (fixed examples), the head is scored on it after every epoch, training stops after
+`patience` epochs without improvement, and the head of the epoch with the lowest held-out loss is the one
+evaluated. With `holdout_fraction` 0 the last epoch's head is evaluated (the papers' scripts).
+`start_from_mean`: the output layer starts as the constant prediction of the training targets' mean (weights 0,
+bias = mean; log class frequencies for classification), and this "epoch 0" head is a selection candidate: features
+that carry nothing usable on held-out objects then score the mean baseline instead of the head's overfitting.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
+
+from ssl_eq.probes.sampling import ViewTuples, split_objects
+
+STD_EPS = 1e-6
+PREDICT_CHUNK = 4096
 
 
 @dataclass
@@ -18,6 +34,25 @@ class HeadConfig:
     batch_size: int = 256
     standardize: bool = True                           # z-score inputs with the training statistics
     seed: int = 0
+    holdout_fraction: float = 0.0                      # > 0: choose the epoch on this part of the train objects
+    patience: int | None = None                        # stop after this many epochs without held-out improvement
+    start_from_mean: bool = False                      # output layer starts as the mean prediction (epoch 0)
+
+
+@dataclass
+class FitResult:
+    """Outputs (M, out_dim) on the evaluation rows and how the epoch was chosen."""
+    pred: Tensor
+    epoch: int                 # 1-based epoch of the evaluated head (0: the initial mean prediction)
+    epochs_run: int
+    holdout_loss: float | None  # held-out loss at `epoch` (None without selection)
+    train_examples: int         # examples drawn per epoch
+    holdout_examples: int
+
+    def summary(self) -> dict[str, float | int | None]:
+        return {"epoch": self.epoch, "epochs_run": self.epochs_run, "holdout_loss": self.holdout_loss,
+                "train_examples_per_epoch": self.train_examples, "holdout_examples": self.holdout_examples,
+                "eval_examples": len(self.pred)}
 
 
 def make_head(in_dim: int, out_dim: int, hidden: list[int]) -> nn.Module:
@@ -37,36 +72,108 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def fit_head(x_train: Tensor, y_train: Tensor, x_val: Tensor, out_dim: int, loss: str, cfg: HeadConfig,
-             on_epoch: Callable[[int, float], None] | None = None) -> Tensor:
-    """Train a head on (N, D) features -> targets, return its outputs on (M, D) `x_val` -> (M, out_dim).
+def _start_from_mean(head: nn.Module, targets: Tensor, loss: str, out_dim: int) -> None:
+    """Set the last Linear of `head` to the constant prediction of (N, out_dim) / (N,) class `targets`."""
+    last = head[-1]
+    if loss == "cross_entropy":
+        freq = torch.bincount(targets, minlength=out_dim).float() / len(targets)
+        bias = freq.clamp_min(1e-6).log()
+    else:
+        bias = targets.float().mean(0)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(bias.to(last.bias.device))
 
-    y_train: (N, out_dim) float for "mse", (N,) int64 class indices for "cross_entropy".
+
+def predict(head: nn.Module, examples: ViewTuples, rows: Tensor, device: torch.device | str = "cpu") -> Tensor:
+    """(N, 1 + arity) rows -> (N, out_dim) CPU outputs of `head` in eval mode, in chunks."""
+    head.eval()
+    with torch.no_grad():
+        return torch.cat([head(examples.inputs(r).to(device)).cpu() for r in rows.split(PREDICT_CHUNK)])
+
+
+class _Selection:
+    """Scores a head on fixed held-out examples and keeps the state of the epoch with the lowest loss."""
+
+    def __init__(self, holdout: ViewTuples, gen: torch.Generator, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 device: torch.device | str):
+        self.holdout, self.loss_fn, self.device = holdout, loss_fn, device
+        self.rows = holdout.draw(gen)
+        self.targets = holdout.target(self.rows)
+        self.loss, self.epoch, self.state = float("inf"), 0, None
+
+    def update(self, head: nn.Module, epoch: int) -> None:
+        loss = float(self.loss_fn(predict(head, self.holdout, self.rows, self.device), self.targets))
+        if loss < self.loss:
+            self.loss, self.epoch, self.state = loss, epoch, copy.deepcopy(head.state_dict())
+
+
+def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out_dim: int, loss: str,
+               cfg: HeadConfig, on_epoch: Callable[[int, float], None] | None = None,
+               device: torch.device | str = "cpu") -> FitResult:
+    """Train a head on examples drawn afresh from `train` every epoch; return its outputs on `eval_rows` of
+    `evaluation` (same features layout, e.g. the val split).
+
+    Targets: (N, out_dim) float for "mse", (N,) int64 class indices for "cross_entropy".
     `on_epoch(epoch, mean_train_loss)` is called after each epoch (TensorBoard logging).
     """
     if loss not in LOSSES:
         raise ValueError(f"unknown probe loss {loss!r}; expected one of {sorted(LOSSES)}")
+    loss_fn = LOSSES[loss]
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    x_train, x_val = x_train.float(), x_val.float()
+    holdout = None
+    if cfg.holdout_fraction > 0:
+        kept, held = split_objects(train.object_ids, cfg.holdout_fraction, gen)
+        # held-out examples are drawn as the evaluation ones are (same number per object), once
+        train, holdout = train.subset(kept), replace(train.subset(held), per_object=evaluation.per_object)
     if cfg.standardize:
-        mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
-    head = make_head(x_train.shape[1], out_dim, cfg.hidden)
+        mean, std = train.feature_stats(STD_EPS)
+        train, evaluation = train.standardized(mean, std), evaluation.standardized(mean, std)
+        holdout = holdout.standardized(mean, std) if holdout is not None else None
+    selection = _Selection(holdout, gen, loss_fn, device) if holdout is not None else None
+    head = make_head(train.features.shape[-1] * train.arity, out_dim, cfg.hidden).to(device)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = LOSSES[loss]
-    n = x_train.shape[0]
-    for epoch in range(cfg.epochs):
+    rows = train.draw(gen)
+    targets = train.target(rows)
+    if cfg.start_from_mean:
+        _start_from_mean(head, targets, loss, out_dim)
+        if selection is not None:
+            selection.update(head, 0)
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
         head.train()
+        if epoch > 1:  # fresh examples every epoch
+            rows = train.draw(gen)
+            targets = train.target(rows)
         total = 0.0
-        for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
+        for idx in torch.randperm(len(rows), generator=gen).split(cfg.batch_size):
             opt.zero_grad(set_to_none=True)
-            batch_loss = loss_fn(head(x_train[idx]), y_train[idx])
+            batch_loss = loss_fn(head(train.inputs(rows[idx]).to(device)), targets[idx].to(device))
             batch_loss.backward()
             opt.step()
             total += float(batch_loss.detach()) * len(idx)
         if on_epoch is not None:
-            on_epoch(epoch, total / n)
-    head.eval()
-    with torch.no_grad():
-        return head(x_val)
+            on_epoch(epoch - 1, total / len(rows))
+        if selection is not None:
+            selection.update(head, epoch)
+            if cfg.patience is not None and epoch - selection.epoch >= cfg.patience:
+                break
+    if selection is not None and selection.state is not None:
+        head.load_state_dict(selection.state)
+    return FitResult(pred=predict(head, evaluation, eval_rows, device),
+                     epoch=selection.epoch if selection is not None else epoch, epochs_run=epoch,
+                     holdout_loss=selection.loss if selection is not None else None, train_examples=len(rows),
+                     holdout_examples=len(selection.rows) if selection is not None else 0)
+
+
+def fit_head(x_train: Tensor, y_train: Tensor, x_val: Tensor, out_dim: int, loss: str, cfg: HeadConfig,
+             on_epoch: Callable[[int, float], None] | None = None) -> Tensor:
+    """Train a head on fixed (N, D) features -> targets, return its outputs on (M, D) `x_val` -> (M, out_dim).
+
+    y_train: (N, out_dim) float for "mse", (N,) int64 class indices for "cross_entropy". Every epoch visits every
+    training row (`train_head` with one "view" per row).
+    """
+    train = ViewTuples(x_train[:, None], target=lambda rows: y_train[rows[:, 0]])
+    val = ViewTuples(x_val[:, None], target=lambda rows: rows[:, 0])
+    return train_head(train, val, val.draw(torch.Generator()), out_dim, loss, cfg, on_epoch).pred

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ssl_eq.geometry import canonical_quaternion
 
+VARYING_REL_TOL = 1e-6
 DEFINITIONS: dict[str, str] = {
     "r2_pooled": "pooled R² (EquiCaps / SIE scripts): 1 − Σ(y−ŷ)² / Σ(y−ȳ)² over all samples and outputs, "
                  "ȳ = one grand mean over all outputs (it credits predicting each output's mean, e.g. mean w > 0 of "
@@ -22,6 +23,12 @@ DEFINITIONS: dict[str, str] = {
     "r2_pooled_mean_baseline": "pooled R² of the constant prediction of each output's training mean: the pooled "
                                "R² that features without any information reach (the uniform R² of that baseline "
                                "is ~0); read the pooled R² of a probe against it",
+    "r2_uniform_mean_baseline": "uniform-average R² of the constant prediction of each output's training mean "
+                                "(~0, slightly negative: the train and val means differ)",
+    "r2_uniform_varying": "uniform-average R² over the outputs whose val targets vary (variance above 1e-6 of the "
+                          "largest output variance): for restricted rotation groups (e.g. about z only) whose "
+                          "quaternions have constant components, which scikit-learn scores 0 unless predicted "
+                          "exactly; equals r2_uniform when every output varies",
     "geodesic_deg": "mean geodesic angle in degrees between the normalised predicted and the true rotation "
                     "quaternion: 2·acos(|⟨q̂/‖q̂‖, q⟩|)",
     "top1": "top-1 accuracy (%) of the linear classifier on the validation objects' views",
@@ -62,6 +69,18 @@ def r2_uniform(pred: Tensor, target: Tensor) -> Tensor:
     per_output = 1.0 - ss_res / torch.where(constant, torch.ones_like(ss_tot), ss_tot)
     per_output = torch.where(constant, (ss_res == 0).to(per_output.dtype), per_output)
     return per_output.mean()
+
+
+def varying_outputs(target: Tensor, rel_tol: float = VARYING_REL_TOL) -> Tensor:
+    """(N, K) targets -> (K,) bool: outputs whose variance exceeds `rel_tol` times the largest output variance."""
+    var = target.var(0, unbiased=False)
+    return var > rel_tol * var.max()
+
+
+def r2_uniform_varying(pred: Tensor, target: Tensor, rel_tol: float = VARYING_REL_TOL) -> Tensor:
+    """`r2_uniform` of (N, K) predictions over the outputs that vary (`varying_outputs`) -> scalar."""
+    keep = varying_outputs(target, rel_tol)
+    return r2_uniform(pred[:, keep], target[:, keep])
 
 
 def geodesic_error_deg(pred_quat: Tensor, true_quat: Tensor) -> Tensor:

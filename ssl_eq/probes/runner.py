@@ -1,7 +1,9 @@
 """`ssl-eq probe`: load a run, extract (or reuse) frozen features, run the selected probes, write RUN/probe/.
 
-Outputs: RUN/probe/probe.json (every metric with its definition, the config used, per-probe status),
+Outputs: RUN/probe/probe.json (every metric with its definition, the protocol and conventions, the config used,
+per-probe status and epoch selection),
 RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache).
+probe.json merges: a run replaces the entries of the probes it ran and keeps the others (`merge_reports`).
 A probe that cannot apply or fails is recorded with its reason; the others still run.
 """
 from __future__ import annotations
@@ -15,23 +17,43 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_eq.config import config_dir
+from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.probes.features import extract_features, file_digest, load_cached, save_cached
 from ssl_eq.probes.targets import MissingLatents
 from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
-from ssl_eq.utils.io import write_json_atomic
+from ssl_eq.utils.io import read_json_object, write_json_atomic
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
 PROBE_DIR = "probe"
+PROBE_FILE = "probe.json"
 DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
+DEFAULT_PROTOCOL = "default"
+RUN_CONVENTION = "run"  # probe convention value: use the run's data.* setting
+# what a run's config.yaml says about its data conventions (absent in runs made before they existed)
+RUN_CONVENTION_KEYS = {"quaternion_sign": ("data.quaternion_sign", DEFAULT_QUATERNION_SIGN),
+                       "colour_targets": ("data.colour_targets", DEFAULT_COLOUR_TARGETS)}
 
 
-def load_probe_config(epochs: int | None = None, path: str | Path | None = None) -> dict[str, Any]:
-    """configs/probe/default.yaml (or `path`) as a plain dict; `epochs` overrides every probe's epochs."""
-    path = Path(path) if path else config_dir() / "probe" / "default.yaml"
+def protocols() -> list[str]:
+    """Names of the probe protocols shipped in configs/probe/ (`--protocol`)."""
+    return sorted(p.stem for p in (config_dir() / "probe").glob("*.yaml"))
+
+
+def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
+                      protocol: str | None = None) -> dict[str, Any]:
+    """configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict; `epochs`
+    overrides every probe's epochs. `protocol` in the result names the protocol (the file's stem if it has none)."""
+    if path and protocol:
+        raise ValueError("give either --config FILE or --protocol NAME, not both")
+    if not path and (protocol or DEFAULT_PROTOCOL) not in protocols():
+        raise ValueError(f"--protocol: unknown protocol {protocol!r}; choose from {protocols()} "
+                         f"(files in {config_dir() / 'probe'}) or pass --config FILE")
+    path = Path(path) if path else config_dir() / "probe" / f"{protocol or DEFAULT_PROTOCOL}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"probe config not found: {path}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    cfg.setdefault("protocol", path.stem)
     if epochs is not None:
         if epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {epochs}")
@@ -70,6 +92,7 @@ def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[s
             record.update(status="error", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         else:
             record.update(status="ok", metrics=result.metrics, definitions=result.definitions, notes=result.notes,
+                          selection=result.selection,
                           plots=[str(Path(p).relative_to(ctx.out_dir)) for p in result.plots])
             for metric, value in result.metrics.items():
                 flat[f"{name}/{metric}"] = value
@@ -79,12 +102,27 @@ def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[s
     return {"probes": records, "metrics": flat, "definitions": definitions}
 
 
-def _dataset_from_run(run_dir: Path) -> Path | None:
+def _run_config(run_dir: Path) -> Any:
     cfg_path = run_dir / RUN_CONFIG
-    if not cfg_path.is_file():
-        return None
-    value = OmegaConf.select(OmegaConf.load(cfg_path), DATASET_CONFIG_KEY, default=None)
+    return OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create()
+
+
+def _dataset_from_run(run_dir: Path) -> Path | None:
+    value = OmegaConf.select(_run_config(run_dir), DATASET_CONFIG_KEY, default=None)
     return Path(str(value)) if value else None
+
+
+def resolve_conventions(probe_cfg: dict[str, Any], run_cfg: Any) -> dict[str, Any]:
+    """{"quaternion_sign", "colour_targets"} of the probe targets ("run" -> the run's data.* value) and "run":
+    the run's own (what its model was fed)."""
+    run = {name: str(OmegaConf.select(run_cfg, key, default=default))
+           for name, (key, default) in RUN_CONVENTION_KEYS.items()}
+    check_conventions(**run, where="run config data")
+    wanted = probe_cfg.get("conventions") or {}
+    probe = {name: run[name] if wanted.get(name, RUN_CONVENTION) == RUN_CONVENTION else str(wanted[name])
+             for name in RUN_CONVENTION_KEYS}
+    check_conventions(**probe, where="probe config conventions")
+    return {**probe, "run": run}
 
 
 def check_compatible(model: Any, source: Any, data_dir: Path) -> list[str]:
@@ -112,17 +150,23 @@ def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[
         return cached
     views = ViewDataset(source, split)
     max_objects = cfg["extraction"].get("max_objects")
+    batchnorm = key["batchnorm"]
     dataset = Subset(views, range(min(len(views), max_objects * source.views))) if max_objects else views
-    print(f"features [{split}]: extracting {len(dataset)} views -> {cache}")
-    loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=False, collate_fn=collate)
-    feats = extract_features(model, loader, device=device)
+    print(f"features [{split}]: extracting {len(dataset)} views (BatchNorm in {batchnorm} mode) -> {cache}")
+    # batch statistics (batchnorm: train) come from shuffled batches of views, as in the reference scripts
+    loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=batchnorm == "train",
+                        generator=torch.Generator().manual_seed(int(cfg["seed"])), collate_fn=collate)
+    feats = extract_features(model, loader, device=device, batchnorm=batchnorm)
     save_cached(cache, key, feats)
     return feats
 
 
 def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str = "all",
-               epochs: int | None = None, device: str = "cpu", config: str | Path | None = None) -> dict[str, Any]:
-    """Probe a run folder (docs/architecture.md "Runs and models") and write RUN/probe/probe.json -> its content."""
+               epochs: int | None = None, device: str = "cpu", config: str | Path | None = None,
+               protocol: str | None = None) -> dict[str, Any]:
+    """Probe a run folder (docs/architecture.md "Runs and models") and write RUN/probe/probe.json -> its content.
+
+    protocol: a configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
     from torch.utils.tensorboard import SummaryWriter
 
     from ssl_eq.datasets.native import NativeDataset
@@ -135,7 +179,9 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     if not ckpt.is_file():
         raise FileNotFoundError(f"{run_dir}: no checkpoint at {ckpt} (was the run trained to its first save?)")
     names = select_probes(probes)
-    cfg = load_probe_config(epochs, config)
+    cfg = load_probe_config(epochs, config, protocol)
+    run_cfg = _run_config(run_dir)
+    conventions = resolve_conventions(cfg, run_cfg)
     data_dir = Path(data) if data else _dataset_from_run(run_dir)
     if data_dir is None:
         raise ValueError(f"{run_dir / RUN_CONFIG} names no dataset ({DATASET_CONFIG_KEY}); "
@@ -152,23 +198,33 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     for split in ("train", "val"):
         key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
                "dataset_created": source.manifest.get("created"), "split": split,
-               "max_objects": cfg["extraction"].get("max_objects")}
+               "max_objects": cfg["extraction"].get("max_objects"),
+               "batchnorm": cfg["extraction"].get("batchnorm", "eval")}
         feats[split] = _split_features(model, source, split, out_dir / f"features_{split}.pt", key, cfg, device)
 
     writer = SummaryWriter(str(out_dir / "tb"))
     ctx = ProbeContext(train=feats["train"], val=feats["val"], latent_schema=list(source.latent_schema),
                        class_names=list(source.class_names), out_dir=out_dir, model=model, seed=int(cfg["seed"]),
-                       log_scalar=writer.add_scalar)
+                       log_scalar=writer.add_scalar, quaternion_sign=conventions["quaternion_sign"],
+                       colour_targets=conventions["colour_targets"], run_conventions=conventions["run"],
+                       device=device)
     try:
         results = evaluate(ctx, names, cfg)
     finally:
         writer.close()
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for record in results["probes"].values():
+        record.update(created=created, checkpoint_sha256=digest)
     report = {
         "run": str(run_dir),
         "method": type(model).__name__,
+        "method_name": str(OmegaConf.select(run_cfg, "method.name", default=type(model).__name__)),
+        "protocol": cfg["protocol"],
+        "headline_r2": cfg.get("headline_r2", "r2_pooled"),
+        "conventions": {**conventions, "feature_batchnorm": cfg["extraction"].get("batchnorm", "eval")},
         "checkpoint": str(ckpt),
         "checkpoint_sha256": digest,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": created,
         "dataset": {"root": str(data_dir), "variant": source.variant, "image_size": source.image_size,
                     "views": source.views, "latent_schema": list(source.latent_schema),
                     "objects": {s: int(f["labels"].shape[0]) for s, f in feats.items()}},
@@ -177,13 +233,60 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
         "warnings": warnings,
         **results,
     }
-    write_json_atomic(out_dir / "probe.json", report)
+    report = merge_reports(read_previous_report(out_dir / PROBE_FILE), report)
+    write_json_atomic(out_dir / PROBE_FILE, report)
     return report
 
 
+def read_previous_report(path: Path) -> dict[str, Any] | None:
+    """An earlier probe.json to merge into, or None (absent; unreadable ones are reported and replaced)."""
+    if not path.is_file():
+        return None
+    try:
+        old = read_json_object(path, "probe results")
+        if not isinstance(old.get("probes"), dict):
+            raise ValueError(f"{path}: no 'probes' mapping")
+    except ValueError as e:
+        print(f"warning: {e}; its earlier results cannot be kept")
+        return None
+    return old
+
+
+def merge_reports(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """probe.json after a probe run: `new`'s probes replace their own entries of `old`, the others are kept.
+
+    Entries are kept only when they were measured on the same checkpoint, dataset and extraction settings;
+    otherwise they are dropped with a warning (they would describe another model). Every record carries its
+    own `config`, `created` and `checkpoint_sha256`; top-level `created` / `config` are the latest run's.
+    """
+    if not old:
+        return new
+    same = (old.get("checkpoint_sha256") == new["checkpoint_sha256"]
+            and (old.get("dataset") or {}).get("root") == new["dataset"]["root"]
+            and (old.get("config") or {}).get("extraction") == new["config"].get("extraction"))
+    kept = {n: {**r, "created": r.get("created", old.get("created"))} for n, r in old["probes"].items()
+            if n not in new["probes"]}
+    if not same:
+        if kept:
+            new["warnings"] = [*new["warnings"], f"earlier results of {sorted(kept)} were measured on another "
+                               f"checkpoint, dataset or extraction setting and were dropped; re-run them"]
+        return new
+    order = {n: i for i, n in enumerate([*PROBES, *sorted(kept)])}
+    probes = dict(sorted({**kept, **new["probes"]}.items(), key=lambda item: order.get(item[0], len(order))))
+
+    def merged(key: str) -> dict[str, Any]:
+        flat = {k: v for k, v in (old.get(key) or {}).items() if k.split("/", 1)[0] in kept}
+        return dict(sorted({**flat, **new[key]}.items(), key=lambda kv: order.get(kv[0].split("/", 1)[0], len(order))))
+
+    return {**new, "probes": probes, "metrics": merged("metrics"), "definitions": merged("definitions"),
+            "warnings": list(dict.fromkeys([*old.get("warnings", []), *new["warnings"]]))}
+
+
 def format_summary(report: dict[str, Any]) -> str:
-    """Human-readable lines: each probe's status and metrics, then where probe.json is."""
-    lines = []
+    """Human-readable lines: protocol and conventions, each probe's status and metrics, then where probe.json is."""
+    conv = report["conventions"]
+    lines = [f"protocol {report['protocol']}: quaternion sign {conv['quaternion_sign']}, colour targets "
+             f"{conv['colour_targets']}, features with BatchNorm in {conv['feature_batchnorm']} mode"]
     for name, record in report["probes"].items():
         if record["status"] != "ok":
             lines.append(f"{name}: {record['status']} - {record['reason']}")

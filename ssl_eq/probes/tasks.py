@@ -13,12 +13,19 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, relative_quaternion
 from ssl_eq.probes import metrics as M
 from ssl_eq.probes import plots
 from ssl_eq.probes.features import frozen_eval
-from ssl_eq.probes.heads import HeadConfig, fit_head
-from ssl_eq.probes.targets import (TRANSLATION, absolute_rotation, columns, fixed_pairs, hue_differences,
+from ssl_eq.probes.heads import HeadConfig, train_head
+from ssl_eq.probes.sampling import PAIR, ViewTuples
+from ssl_eq.probes.targets import (ROTATION, TRANSLATION, absolute_rotation, columns, hue_differences,
                                    pair_actions, rotation_angle_deg)
+
+# seeds of the fixed draws, offsets from the probe seed: evaluation rows (val split), mean-baseline rows (train)
+VAL_SEED_OFFSET = 1
+BASELINE_SEED_OFFSET = 2
+Target = Callable[[Tensor], Tensor]  # (N, 1 + arity) index rows -> (N, ...) targets
 
 
 class ProbeSkipped(Exception):
@@ -27,7 +34,11 @@ class ProbeSkipped(Exception):
 
 @dataclass
 class ProbeContext:
-    """What every probe sees. Features are object-major dicts, see `ssl_eq.probes.features`."""
+    """What every probe sees. Features are object-major dicts, see `ssl_eq.probes.features`.
+
+    quaternion_sign / colour_targets: conventions of the probe targets; run_conventions: those the model was
+    trained with (`data.*` of the run config), used for the actions fed to its predictor.
+    """
     train: dict[str, Tensor]
     val: dict[str, Tensor]
     latent_schema: list[str]
@@ -36,6 +47,10 @@ class ProbeContext:
     model: Any = None
     seed: int = 0
     log_scalar: Callable[[str, float, int], None] = lambda tag, value, step: None
+    quaternion_sign: str = DEFAULT_QUATERNION_SIGN
+    colour_targets: str = DEFAULT_COLOUR_TARGETS
+    run_conventions: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 @dataclass
@@ -44,6 +59,7 @@ class ProbeResult:
     definitions: dict[str, str] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    selection: dict[str, dict] = field(default_factory=dict)  # head tag -> FitResult.summary()
 
     def add(self, name: str, value: float | Tensor, definition_key: str) -> None:
         self.metrics[name] = float(value)
@@ -51,9 +67,13 @@ class ProbeResult:
 
 
 def _head_config(cfg: dict, seed: int) -> HeadConfig:
+    patience = cfg.get("patience")
     return HeadConfig(hidden=list(cfg.get("hidden", [])), epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
                       weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
-                      standardize=bool(cfg.get("standardize", False)), seed=seed)
+                      standardize=bool(cfg.get("standardize", False)), seed=seed,
+                      holdout_fraction=float(cfg.get("holdout_fraction") or 0.0),
+                      patience=None if patience is None else int(patience),
+                      start_from_mean=bool(cfg.get("start_from_mean", False)))
 
 
 def _parts(ctx: ProbeContext, cfg: dict, result: ProbeResult) -> list[str]:
@@ -77,17 +97,38 @@ def _loss_logger(ctx: ProbeContext, tag: str) -> Callable[[int, float], None]:
     return lambda epoch, loss: ctx.log_scalar(f"probe_train/{tag}/loss", loss, epoch)
 
 
-def _pair_inputs(feats: dict[str, Tensor], key: str, pairs: Tensor) -> Tensor:
-    """(P, 2·D) concatenated features of the two views of each pair."""
-    f = feats[key]
-    return torch.cat([f[pairs[:, 0], pairs[:, 1]], f[pairs[:, 0], pairs[:, 2]]], 1)
+def _per_object(cfg: dict, key: str) -> int | None:
+    value = cfg.get(key)
+    return None if value is None else int(value)
 
 
-def _split_pairs(ctx: ProbeContext, cfg: dict) -> tuple[Tensor, Tensor]:
-    """The fixed (P, 3) evaluation pairs of the train and of the val split."""
-    n = int(cfg["pairs_per_object"])
-    return (fixed_pairs(*ctx.train["latents"].shape[:2], n, ctx.seed),
-            fixed_pairs(*ctx.val["latents"].shape[:2], n, ctx.seed + 1))
+class _Task:
+    """One probe's examples: `target(split)` builds the Target of a split's features; `arity` views per example;
+    `train_per_object` (fresh each epoch) / `val_per_object` (fixed, seeded) examples per object (None: every view)."""
+
+    def __init__(self, ctx: ProbeContext, cfg: dict, target: Callable[[dict[str, Tensor]], Target], arity: int):
+        self.ctx, self.cfg, self.arity = ctx, cfg, arity
+        self.targets = {"train": target(ctx.train), "val": target(ctx.val)}
+        self.per_object = {"train": _per_object(cfg, "train_per_object"), "val": _per_object(cfg, "val_per_object")}
+        val = self.examples("val", "latents")  # the features only give the (K, V) layout here
+        self.val_rows = val.draw(torch.Generator().manual_seed(ctx.seed + VAL_SEED_OFFSET))
+        self.y_val = val.target(self.val_rows)
+
+    def examples(self, split: str, key: str) -> ViewTuples:
+        feats = {"train": self.ctx.train, "val": self.ctx.val}[split]
+        return ViewTuples(feats[key], self.targets[split], self.arity, self.per_object[split])
+
+    def train_targets(self) -> Tensor:
+        """Targets of one fixed draw of training examples (for the mean-prediction baseline)."""
+        train = self.examples("train", "latents")
+        return train.target(train.draw(torch.Generator().manual_seed(self.ctx.seed + BASELINE_SEED_OFFSET)))
+
+    def fit(self, key: str, out_dim: int, loss: str, tag: str, result: ProbeResult) -> Tensor:
+        """Train a head on feature `key` -> (M, out_dim) outputs on the fixed val rows; records the selection."""
+        fit = train_head(self.examples("train", key), self.examples("val", key), self.val_rows, out_dim, loss,
+                         _head_config(self.cfg, self.ctx.seed), _loss_logger(self.ctx, tag), self.ctx.device)
+        result.selection[tag] = fit.summary()
+        return fit.pred
 
 
 def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: Tensor) -> None:
@@ -96,27 +137,25 @@ def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: 
 
 
 def _mean_baseline(result: ProbeResult, prefix: str, y_tr: Tensor, y_va: Tensor) -> None:
-    """Pooled R² of predicting the (N, K) training targets' per-output mean for every val target."""
-    result.add(f"{prefix}r2_pooled_mean_baseline", M.r2_pooled(y_tr.mean(0).expand_as(y_va), y_va),
-               "r2_pooled_mean_baseline")
+    """Pooled and uniform R² of predicting the (N, K) training targets' per-output mean for every val target."""
+    mean = y_tr.mean(0).expand_as(y_va)
+    result.add(f"{prefix}r2_pooled_mean_baseline", M.r2_pooled(mean, y_va), "r2_pooled_mean_baseline")
+    result.add(f"{prefix}r2_uniform_mean_baseline", M.r2_uniform(mean, y_va), "r2_uniform_mean_baseline")
 
 
 def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
-    """Linear classification of every view's representation part (train objects -> val objects)."""
+    """Linear classification of views' representation parts (train objects -> val objects); views per object
+    per epoch `train_per_object` (None: all), val views `val_per_object` (None: all)."""
     result = ProbeResult()
     num_classes = len(ctx.class_names)
+    task = _Task(ctx, cfg, lambda feats: (lambda rows: feats["labels"][rows[:, 0]]), arity=1)
     per_class, confusions = {}, {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
-        v_train, v_val = ctx.train[key].shape[1], ctx.val[key].shape[1]
-        x_tr, x_va = ctx.train[key].flatten(0, 1), ctx.val[key].flatten(0, 1)
-        y_tr = ctx.train["labels"].repeat_interleave(v_train)
-        y_va = ctx.val["labels"].repeat_interleave(v_val)
-        logits = fit_head(x_tr, y_tr, x_va, num_classes, "cross_entropy", _head_config(cfg, ctx.seed),
-                          _loss_logger(ctx, f"linear/{part}"))
-        result.add(f"{part}/top1", M.topk_accuracy(logits, y_va, 1), "top1")
-        result.add(f"{part}/top5", M.topk_accuracy(logits, y_va, 5), "top5")
-        confusions[part] = M.confusion_matrix(logits.argmax(1), y_va, num_classes)
+        logits = task.fit(key, num_classes, "cross_entropy", f"linear/{part}", result)
+        result.add(f"{part}/top1", M.topk_accuracy(logits, task.y_val, 1), "top1")
+        result.add(f"{part}/top5", M.topk_accuracy(logits, task.y_val, 5), "top5")
+        confusions[part] = M.confusion_matrix(logits.argmax(1), task.y_val, num_classes)
         per_class[part] = M.per_class_accuracy(confusions[part]).numpy()
     result.plots.append(str(plots.per_class_bars(per_class, ctx.class_names, ctx.out_dir / "linear_per_class.png",
                                                  "Linear probe: per-class val accuracy")))
@@ -127,77 +166,75 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     return result
 
 
-def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str,
-                         inputs: Callable[[str], tuple[Tensor, Tensor]], y_tr: Tensor, y_va: Tensor,
-                         title: str) -> ProbeResult:
+def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, title: str) -> ProbeResult:
     """Shared body of the relative / individual-view rotation probes: regress (N, 4) quaternions, report both
-    R²s and the geodesic error. `inputs(feature_key)` gives the (train, val) input matrices."""
+    R²s, the R² over the varying outputs, the mean baseline and the geodesic error."""
     result = ProbeResult()
-    _mean_baseline(result, "", y_tr, y_va)
+    _mean_baseline(result, "", task.train_targets(), task.y_val)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
-        x_tr, x_va = inputs(key)
-        pred = fit_head(x_tr, y_tr, x_va, 4, "mse", _head_config(cfg, ctx.seed), _loss_logger(ctx, f"{name}/{part}"))
-        _regression_metrics(result, part, pred, y_va)
-        result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, y_va).mean(), "geodesic_deg")
-        scatter[part] = (rotation_angle_deg(y_va).numpy(), rotation_angle_deg(pred).numpy())
+        pred = task.fit(key, 4, "mse", f"{name}/{part}", result)
+        _regression_metrics(result, part, pred, task.y_val)
+        result.add(f"{part}/r2_uniform_varying", M.r2_uniform_varying(pred, task.y_val), "r2_uniform_varying")
+        result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, task.y_val).mean(), "geodesic_deg")
+        scatter[part] = (rotation_angle_deg(task.y_val).numpy(), rotation_angle_deg(pred).numpy())
     result.plots.append(str(plots.angle_scatter(scatter, ctx.out_dir / f"{name}_angles.png", title)))
     return result
 
 
+def _relative_rotation_target(ctx: ProbeContext) -> Callable[[dict[str, Tensor]], Target]:
+    columns(ctx.latent_schema, ROTATION, "relative rotation")
+    return lambda feats: (lambda rows: relative_quaternion(feats["latents"][rows[:, 0], rows[:, 1]],
+                                                           feats["latents"][rows[:, 0], rows[:, 2]],
+                                                           ctx.quaternion_sign))
+
+
 def probe_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
-    """Relative rotation R_a⁻¹R_b (quaternion) from the concatenated representations of fixed view pairs."""
-    p_tr, p_va = _split_pairs(ctx, cfg)
-    return _rotation_regression(
-        ctx, cfg, "rotation",
-        inputs=lambda key: (_pair_inputs(ctx.train, key, p_tr), _pair_inputs(ctx.val, key, p_va)),
-        y_tr=pair_actions(ctx.train["latents"], p_tr, ctx.latent_schema)["rel_rotation_quat"],
-        y_va=pair_actions(ctx.val["latents"], p_va, ctx.latent_schema)["rel_rotation_quat"],
-        title="Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b")
+    """Relative rotation R_a⁻¹R_b (quaternion) from the concatenated representations of view pairs: fresh
+    random pairs every epoch, fixed val pairs."""
+    task = _Task(ctx, cfg, _relative_rotation_target(ctx), arity=PAIR)
+    return _rotation_regression(ctx, cfg, "rotation", task,
+                                "Relative rotation probe (val pairs): rotation angle of R_a⁻¹R_b")
 
 
 def probe_view_rotation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     """Absolute rotation (quaternion) of each view from that view's representation alone (seq-JEPA)."""
-    return _rotation_regression(
-        ctx, cfg, "view_rotation",
-        inputs=lambda key: (ctx.train[key].flatten(0, 1), ctx.val[key].flatten(0, 1)),
-        y_tr=absolute_rotation(ctx.train["latents"], ctx.latent_schema).flatten(0, 1),
-        y_va=absolute_rotation(ctx.val["latents"], ctx.latent_schema).flatten(0, 1),
-        title="Individual-view rotation probe (val views): rotation angle")
+    def target(feats: dict[str, Tensor]) -> Target:
+        quats = absolute_rotation(feats["latents"], ctx.latent_schema, ctx.quaternion_sign)
+        return lambda rows: quats[rows[:, 0], rows[:, 1]]
+
+    return _rotation_regression(ctx, cfg, "view_rotation", _Task(ctx, cfg, target, arity=1),
+                                "Individual-view rotation probe (val views): rotation angle")
 
 
 def probe_colour(ctx: ProbeContext, cfg: dict) -> ProbeResult:
-    """(Δ floor hue, Δ spot hue) of fixed view pairs, linear head on the concatenated representations (SIE)."""
+    """(Δ floor hue, Δ spot hue) of view pairs, linear head on the concatenated representations (SIE)."""
     result = ProbeResult()
-    p_tr, p_va = _split_pairs(ctx, cfg)
-    y_tr = hue_differences(ctx.train["latents"], p_tr, ctx.latent_schema)
-    y_va = hue_differences(ctx.val["latents"], p_va, ctx.latent_schema)
-    _mean_baseline(result, "", y_tr, y_va)
+    task = _Task(ctx, cfg, lambda feats: (lambda rows: hue_differences(feats["latents"], rows, ctx.latent_schema,
+                                                                       ctx.colour_targets)), arity=PAIR)
+    _mean_baseline(result, "", task.train_targets(), task.y_val)
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
-        pred = fit_head(_pair_inputs(ctx.train, key, p_tr), y_tr, _pair_inputs(ctx.val, key, p_va), 2, "mse",
-                        _head_config(cfg, ctx.seed), _loss_logger(ctx, f"colour/{part}"))
-        _regression_metrics(result, part, pred, y_va)
+        _regression_metrics(result, part, task.fit(key, 2, "mse", f"colour/{part}", result), task.y_val)
     return result
 
 
 def probe_translation(ctx: ProbeContext, cfg: dict) -> ProbeResult:
-    """Relative translation of fixed view pairs in the object and the base frame (EquiCaps, 3DIEBench-T)."""
+    """Relative translation of view pairs in the object and the base frame (EquiCaps, 3DIEBench-T)."""
     result = ProbeResult()
-    p_tr, p_va = _split_pairs(ctx, cfg)
     columns(ctx.latent_schema, TRANSLATION, "translation prediction (3DIEBench-T)")
-    a_tr = pair_actions(ctx.train["latents"], p_tr, ctx.latent_schema)
-    a_va = pair_actions(ctx.val["latents"], p_va, ctx.latent_schema)
+    keys = _parts(ctx, cfg, result)
     for frame in ("object", "base"):
-        _mean_baseline(result, f"{frame}/", a_tr[f"rel_translation_{frame}"], a_va[f"rel_translation_{frame}"])
-    for key in _parts(ctx, cfg, result):
-        part = key.split("/")[1]
-        for frame in ("object", "base"):
-            target = f"rel_translation_{frame}"
-            pred = fit_head(_pair_inputs(ctx.train, key, p_tr), a_tr[target], _pair_inputs(ctx.val, key, p_va), 3,
-                            "mse", _head_config(cfg, ctx.seed), _loss_logger(ctx, f"translation/{frame}/{part}"))
-            _regression_metrics(result, f"{frame}/{part}", pred, a_va[target])
+        def target(feats: dict[str, Tensor], key: str = f"rel_translation_{frame}") -> Target:
+            return lambda rows: pair_actions(feats["latents"], rows, ctx.latent_schema)[key]
+
+        task = _Task(ctx, cfg, target, arity=PAIR)
+        _mean_baseline(result, f"{frame}/", task.train_targets(), task.y_val)
+        for key in keys:
+            part = key.split("/")[1]
+            pred = task.fit(key, 3, "mse", f"translation/{frame}/{part}", result)
+            _regression_metrics(result, f"{frame}/{part}", pred, task.y_val)
     return result
 
 
@@ -217,7 +254,8 @@ def probe_predictor(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         targets = torch.arange(v).repeat(k)
         pairs = torch.stack([objects, torch.zeros_like(objects), targets], 1)
         with frozen_eval(model):
-            pred = model.predict(emb[objects, 0], pair_actions(latents, pairs, ctx.latent_schema)).float()
+            actions = pair_actions(latents, pairs, ctx.latent_schema, **ctx.run_conventions)
+            pred = model.predict(emb[objects, 0], actions).float()
         ranks = M.retrieval_ranks(pred, emb[objects], targets)
         for name, value in M.mrr_hits(ranks, tuple(cfg["hit_ks"])).items():
             result.add(f"{split}/{name}", value, "hit@k" if name.startswith("hit@") else "mrr")

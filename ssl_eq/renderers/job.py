@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import native
-from ..utils.io import read_json, write_json_atomic
+from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import VARIANTS, RenderSettings, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
 
@@ -60,6 +60,10 @@ class RenderConfig:
             raise ValueError(f"--variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
         if self.encoding not in native.ENCODINGS:
             raise ValueError(f"--encoding must be one of {list(native.ENCODINGS)}, got {self.encoding!r}")
+        if self.objects is not None and (isinstance(self.objects, bool) or not isinstance(self.objects, int)
+                                         or self.objects < 1):
+            raise ValueError(f"--objects must be an integer >= 1 for every source (a number above the source's "
+                             f"object count renders them all), got {self.objects!r}")
         for name in ("views", "size", "batch_size", "objects_per_shard", "num_shards", "supersample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -92,7 +96,7 @@ def _prepare_output(cfg: RenderConfig) -> Path:
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
     cfg_path = out / RENDER_CONFIG
     if cfg_path.exists():
-        old = read_json(cfg_path, "render config")
+        old = read_json_object(cfg_path, "render config")
         if old == cfg.identity():
             return out
         if not cfg.overwrite:
@@ -132,7 +136,7 @@ class RenderJob:
         self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list,
                                   num_objects=cfg.objects if cfg.source == "procedural" else None, seed=cfg.seed)
         refs = self.source.objects()
-        self.refs: list[ObjectRef] = select_objects(refs, cfg.objects) if cfg.objects else refs
+        self.refs: list[ObjectRef] = select_objects(refs, cfg.objects) if cfg.objects is not None else refs
         self.class_names = sorted({r.class_name for r in self.refs})
         self.label_of = {c: i for i, c in enumerate(self.class_names)}
         self.synset_of = {r.class_name: r.synset for r in self.refs}
@@ -148,13 +152,16 @@ class RenderJob:
         if native.is_shard_complete(out, index):
             return True
         skipped = out / SKIPPED_DIR / f"{native.shard_name(index)}.json"
-        return skipped.exists() and read_json(skipped)["num_rendered"] == 0
+        return skipped.exists() and read_json_object(skipped, "skip record").get("num_rendered") == 0
 
     def run(self) -> dict:
         from .renderer import MeshTensors, SceneRenderer, resolve_device
 
         cfg = self.cfg
         out = _prepare_output(cfg)
+        for i in self.my_shards():
+            for problem in native.remove_damaged_shard(out, i):
+                print(f"re-rendering damaged {native.shard_name(i)}: {problem}", file=sys.stderr)
         todo = [i for i in self.my_shards() if not self._done(out, i)]
         device = resolve_device(cfg.device)
         renderer = SceneRenderer(RenderSettings(image_size=cfg.size, supersample=cfg.supersample), device)

@@ -1,7 +1,11 @@
 """`ssl-eq report`: report.md + self-contained report.html over one or more run folders.
 
 Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves)
-and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note, never an error.
+and RUN/config.yaml (method name, dataset). Missing pieces show as a dash or a note; a folder holding none of
+them is refused, and a run whose metrics.json status is not "completed" is named "(failed)" / "(running or
+killed)" with its training metrics left out. The report leads with a headline table (one row per run, the
+`supervised` method's runs last as the ceiling) and a one-line reading of it; the detailed tables, the probe
+protocols and the published numbers follow.
 """
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ CURVE_EXCLUDED = ("epoch",)
 SHEET_OBJECTS = 6
 SHEET_VIEWS = 6
 PROBE_ORDER = ("linear", "rotation", "view_rotation", "colour", "translation", "predictor")
+CEILING_METHOD = "supervised"  # runs of this method are the headline's supervised ceiling
+HEADLINE_ROTATION_PARTS = ("equi", "full")  # the equivariant part where a method has one, else the full one
+R2_NAMES = {"r2_pooled": "pooled R² (one grand mean)", "r2_uniform": "uniform R² (mean over outputs)"}
+DEFAULT_HEADLINE_R2 = "r2_pooled"
 
 
 @dataclass
@@ -68,6 +76,27 @@ def read_scalars(tb_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {tag: (np.asarray(s), np.asarray(v)) for tag, (s, v) in series.items()}
 
 
+RUN_FILES = ("config.yaml", "metrics.json", "checkpoints", "probe/probe.json")
+UNFINISHED = {"running": "running or killed"}  # metrics.json status -> how the report names it
+
+
+def check_run_folder(path: Path) -> None:
+    """ValueError unless `path` holds at least one of the files a run folder has."""
+    if not any((path / f).exists() for f in RUN_FILES):
+        raise ValueError(f"{path} is not a run folder: it holds none of {', '.join(RUN_FILES)}; give folders "
+                         f"written by `ssl-eq pretrain` (run_dir=...)")
+
+
+def mark_unfinished(info: RunInfo, status: Any) -> None:
+    """A run whose metrics.json status is not "completed" is named so, and its stale training metrics dropped."""
+    if status in (None, "completed"):
+        return
+    state = "failed" if str(status).startswith("failed") else UNFINISHED.get(str(status), str(status))
+    info.name = f"{info.path.name} ({state})"
+    info.training = {k: v for k, v in info.training.items() if k in ("global_step", "epoch")}
+    info.notes.append(f"training {status}; its training metrics are not shown")
+
+
 def load_run_info(run_dir: str | Path) -> RunInfo:
     """Everything the report shows about one run folder; absent files become notes."""
     from omegaconf import OmegaConf
@@ -75,13 +104,17 @@ def load_run_info(run_dir: str | Path) -> RunInfo:
     path = Path(run_dir)
     if not path.is_dir():
         raise NotADirectoryError(f"run folder not found: {path}")
+    check_run_folder(path)
     info = RunInfo(path=path, name=path.name, method=DASH)
     cfg_path = path / "config.yaml"
     if cfg_path.is_file():
-        cfg = OmegaConf.load(cfg_path)
-        info.method = str(OmegaConf.select(cfg, "method.name", default=DASH))
-        root = OmegaConf.select(cfg, "data.root", default=None)
-        info.dataset = Path(str(root)) if root else None
+        try:
+            cfg = OmegaConf.load(cfg_path)
+            info.method = str(OmegaConf.select(cfg, "method.name", default=DASH))
+            root = OmegaConf.select(cfg, "data.root", default=None)
+            info.dataset = Path(str(root)) if root else None
+        except Exception as e:  # noqa: BLE001 - YAML / OmegaConf errors on a damaged file become a note
+            info.notes.append(f"config.yaml is unreadable ({type(e).__name__}: {e})")
     else:
         info.notes.append("no config.yaml")
     for name, attr in (("metrics.json", "training"), ("probe/probe.json", "probe")):
@@ -94,7 +127,12 @@ def load_run_info(run_dir: str | Path) -> RunInfo:
         except json.JSONDecodeError as e:
             info.notes.append(f"{name} is not valid JSON ({e})")
             continue
+        if not isinstance(data, dict):
+            info.notes.append(f"{name} is not a JSON object")
+            continue
         setattr(info, attr, _flatten(data) if attr == "training" else data)
+        if attr == "training":
+            mark_unfinished(info, data.get("status"))
     if info.probe:
         info.method = info.method if info.method != DASH else str(info.probe.get("method", DASH))
         root = info.probe.get("dataset", {}).get("root")
@@ -138,9 +176,116 @@ def metric_tables(runs: list[RunInfo]) -> list[tuple[str, list[str], list[list[s
         columns = sorted({k for _, m in per_run for k in m})
         if not columns:
             continue
-        rows = [[r.name, r.method, *(_fmt(m.get(c)) for c in columns)] for r, m in per_run]
-        tables.append((title, ["run", "method", *columns], rows))
+        if title.startswith("probe: "):  # every probe number names its protocol
+            rows = [[r.name, r.method, _protocol(r), *(_fmt(m.get(c)) for c in columns)] for r, m in per_run]
+            tables.append((title, ["run", "method", "protocol", *columns], rows))
+        else:
+            rows = [[r.name, r.method, *(_fmt(m.get(c)) for c in columns)] for r, m in per_run]
+            tables.append((title, ["run", "method", *columns], rows))
     return tables
+
+
+def _protocol(run: RunInfo) -> str:
+    return str(run.probe.get("protocol", DASH))
+
+
+def _is_ceiling(run: RunInfo) -> bool:
+    return run.method == CEILING_METHOD
+
+
+def _metric(run: RunInfo, name: str) -> float | None:
+    return run.probe.get("metrics", {}).get(name)
+
+
+def _rotation_part(run: RunInfo) -> str | None:
+    return next((p for p in HEADLINE_ROTATION_PARTS if _metric(run, f"rotation/{p}/r2_pooled") is not None), None)
+
+
+def _headline_r2(runs: list[RunInfo]) -> str:
+    return next((str(r.probe["headline_r2"]) for r in runs if r.probe.get("headline_r2")), DEFAULT_HEADLINE_R2)
+
+
+def headline(runs: list[RunInfo]) -> tuple[list[str], list[list[str]], str]:
+    """The report's first table -> (header, rows, one-line reading): per run top-1 of the invariant and full
+    parts, relative-rotation R² in both definitions beside the mean-prediction baseline, Hit@1; supervised
+    runs last, as the ceiling."""
+    header = ["run", "method", "protocol", "top-1 inv (%)", "top-1 full (%)", "rotation part",
+              "rotation R² pooled", "mean baseline, pooled", "rotation R² uniform", "mean baseline, uniform",
+              "Hit@1", "Hit@1 chance"]
+    rows = []
+    for r in sorted(runs, key=_is_ceiling):
+        part = _rotation_part(r)
+        views = r.probe.get("dataset", {}).get("views")
+        rows.append([r.name, f"{r.method} (ceiling)" if _is_ceiling(r) else r.method, _protocol(r),
+                     _fmt(_metric(r, "linear/inv/top1")), _fmt(_metric(r, "linear/full/top1")), part or DASH,
+                     _fmt(_metric(r, f"rotation/{part}/r2_pooled")),
+                     _fmt(_metric(r, "rotation/r2_pooled_mean_baseline")),
+                     _fmt(_metric(r, f"rotation/{part}/r2_uniform")),
+                     _fmt(_metric(r, "rotation/r2_uniform_mean_baseline")), _fmt(_metric(r, "predictor/val/hit@1")),
+                     _fmt(1 / views) if views else DASH])
+    return header, rows, reading(runs)
+
+
+def reading(runs: list[RunInfo]) -> str:
+    """One line: each self-supervised run's headline rotation R² against its mean baseline, and the gap of the
+    best one to the supervised ceiling (when a `supervised` run is present)."""
+    r2 = _headline_r2(runs)
+    entries = []  # (run, part, value, baseline)
+    for r in runs:
+        part = _rotation_part(r)
+        value, base = _metric(r, f"rotation/{part}/{r2}"), _metric(r, f"rotation/{r2}_mean_baseline")
+        if part is not None and value is not None:
+            entries.append((r, part, value, base))
+    if not entries:
+        return "Reading: no relative-rotation probe results in these runs."
+    ssl = [e for e in entries if not _is_ceiling(e[0])]
+    text = f"Reading ({R2_NAMES.get(r2, r2)} of the relative-rotation probe on val pairs): "
+    if ssl:
+        def vs_base(e: tuple) -> str:
+            return f"{e[2] - e[3]:+.3f} vs its mean baseline {e[3]:.3f}" if e[3] is not None else "no baseline"
+        best = max(ssl, key=lambda e: e[2] - (e[3] or 0.0))
+        text += f"best self-supervised {best[0].name} ({best[1]}) {best[2]:.3f}, {vs_base(best)}"
+        others = [e for e in ssl if e is not best]
+        if others:
+            text += "; " + ", ".join(f"{e[0].name} ({e[1]}) {e[2]:.3f} ({vs_base(e)})" for e in others)
+    ceilings = [e for e in entries if _is_ceiling(e[0])]
+    if ceilings:
+        ceiling = max(ceilings, key=lambda e: e[2])
+        text += (f"{'; ' if ssl else ''}supervised ceiling ({ceiling[0].name}) {ceiling[2]:.3f}"
+                 + (f": the best self-supervised run is {ceiling[2] - best[2]:.3f} below it" if ssl else ""))
+    else:
+        text += "; no supervised ceiling run in this report"
+    return text + "."
+
+
+def describe_sampling(section: dict[str, Any]) -> str:
+    """A probe config section's examples and epoch choice in words."""
+    if not section:
+        return DASH
+    train, val = section.get("train_per_object"), section.get("val_per_object")
+    fraction = section.get("holdout_fraction") or 0.0
+    return "; ".join([
+        "train: every view" if train is None else f"train: {train} fresh random per object per epoch",
+        "val: every view" if val is None else f"val: {val} fixed per object",
+        f"epoch chosen on {fraction:.0%} held-out train objects" if fraction else "last epoch",
+        f"{section.get('epochs', DASH)} epochs"])
+
+
+def protocol_rows(runs: list[RunInfo]) -> list[list[str]]:
+    """[run, protocol, headline R², quaternion sign (probe targets / run input), colour targets, feature BatchNorm,
+    rotation-probe examples] for every run with a probe.json."""
+    rows = []
+    for r in runs:
+        if not r.probe:
+            continue
+        conv = r.probe.get("conventions", {})
+        run_conv = conv.get("run", {})
+        rotation = r.probe.get("config", {}).get("probes", {}).get("rotation", {})
+        rows.append([r.name, _protocol(r), r.probe.get("headline_r2", DASH),
+                     f"{conv.get('quaternion_sign', DASH)} / {run_conv.get('quaternion_sign', DASH)}",
+                     f"{conv.get('colour_targets', DASH)} / {run_conv.get('colour_targets', DASH)}",
+                     conv.get("feature_batchnorm", DASH), describe_sampling(rotation)])
+    return rows
 
 
 def probe_status_rows(runs: list[RunInfo]) -> list[list[str]]:
@@ -251,16 +396,29 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
         images.append((alt, png))
         return f"![{alt}]({png.relative_to(out).as_posix()})", _html_image(png, alt)
 
+    head, head_rows, head_reading = headline(runs)
+    sections.append(("Headline", f"{_md_table(head, head_rows)}\n\n**{head_reading}**",
+                     f"{_html_table(head, head_rows)}<p><b>{html.escape(head_reading)}</b></p>"))
+    protocols = protocol_rows(runs)
+    if protocols:
+        header = ["run", "protocol", "headline R²", "quaternion sign (probe / run input)",
+                  "colour targets (probe / run input)", "feature BatchNorm", "rotation probe examples"]
+        sections.append(("Probe protocols and conventions", _md_table(header, protocols),
+                         _html_table(header, protocols)))
+
     tables = metric_tables(runs)
     md = [f"### {t}\n\n{_md_table(h, r)}" for t, h, r in tables] or ["No metrics found."]
     ht = [f"<h3>{html.escape(t)}</h3>{_html_table(h, r)}" for t, h, r in tables] or ["<p>No metrics found.</p>"]
     sections.append(("Our runs", "\n\n".join(md), "".join(ht)))
 
-    pub_header, pub_rows = list(reference.COLUMNS), [list(r) for r in reference.PUBLISHED]
-    sections.append(("Published numbers (from the papers, at their scale)",
-                     f"> **{reference.CAPTION}**\n\n{_md_table(pub_header, pub_rows)}\n\n{reference.R2_NOTE}",
-                     f'<div class="published"><p><b>{html.escape(reference.CAPTION)}</b></p>'
-                     f"{_html_table(pub_header, pub_rows)}<p>{html.escape(reference.R2_NOTE)}</p></div>"))
+    md_parts, html_parts = [f"> **{reference.SCALE_NOTE}**"], [f"<p><b>{html.escape(reference.SCALE_NOTE)}</b></p>"]
+    for src in reference.SOURCES:
+        header, rows = list(src.columns), [list(r) for r in src.rows]
+        md_parts.append(f"### {src.title}\n\n{src.protocol}\n\n{_md_table(header, rows)}")
+        html_parts.append(f"<h3>{html.escape(src.title)}</h3><p>{html.escape(src.protocol)}</p>"
+                          f"{_html_table(header, rows)}")
+    sections.append(("Published numbers (from the papers, at their scale; one table per source, never mixed)",
+                     "\n\n".join(md_parts), f'<div class="published">{"".join(html_parts)}</div>'))
 
     defs = definitions(runs)
     if defs:
@@ -289,7 +447,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
             for rel in r.probe.get("probes", {}).get(name, {}).get("plots", []):
                 src = r.path / "probe" / rel
                 if src.is_file():
-                    dst = assets / f"{r.name}__{Path(rel).name}"
+                    dst = assets / f"{r.path.name}__{Path(rel).name}"
                     shutil.copyfile(src, dst)
                     m, h = add_image(dst, f"{r.name}: {Path(rel).stem}")
                     md_parts.append(m)

@@ -13,6 +13,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+FILE_MODE = 0o666  # what open() / mkdir() request before the umask is applied
+DIR_MODE = 0o777
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -20,6 +23,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE & ~current_umask())  # mkstemp creates 0600: honour the umask like open() does
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -30,6 +34,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it to query it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(prefix: str, dir: str | os.PathLike) -> Path:
+    """`tempfile.mkdtemp` with the permissions `mkdir` would give (mkdtemp creates 0700 whatever the umask)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    tmp.chmod(DIR_MODE & ~current_umask())
+    return tmp
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -50,6 +75,15 @@ def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
         with open(p, "wb") as f:
             np.save(f, array, allow_pickle=False)
     return write_atomic(path, _write)
+
+
+def read_json_object(path: str | os.PathLike, what: str = "file") -> dict[str, Any]:
+    """`read_json` for files that must hold a JSON object; anything else is a ValueError naming the file."""
+    obj = read_json(path, what)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object {{...}}, got {type(obj).__name__}; the file is "
+                         f"damaged: restore it, or delete it and re-run the command that writes it")
+    return obj
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

@@ -1,0 +1,139 @@
+"""Resuming and forking runs: checkpoint checks, wall time kept in the checkpoint, new optimiser settings.
+
+A run resumes from RUN/checkpoints/last.ckpt. A fork starts a new run folder from another run's checkpoint
+(`resume_from=OLD/checkpoints/step=N.ckpt run_dir=NEW`): Lightning restores weights, optimiser moments, step
+and loop state, then `OptimizerSettings` applies the new config's learning rate / weight decay, the one way
+to follow the NaN guard's advice to lower the learning rate.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.ckpt"
+PERIODIC = re.compile(r"step=(\d+)\.ckpt")
+# method.optim keys a fork may change: applied to the restored optimiser (the rest must match the checkpoint)
+FORKABLE_OPTIM_KEYS = ("lr", "weight_decay")
+# config sections that define the model: a fork must match its checkpoint in these
+MODEL_SECTIONS = ("method", "backbone", "augment")
+
+_now = time.monotonic  # the clock of WallClock (a test may replace it)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read; the message names it and says how to resume from another one."""
+
+
+def periodic_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """RUN/checkpoints/step=N.ckpt files, oldest step first."""
+    found = [(int(m.group(1)), p) for p in ckpt_dir.glob("step=*.ckpt") if (m := PERIODIC.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resume_advice(ckpt: Path) -> str:
+    """How to go on when `ckpt` (a run's last.ckpt) is unusable: the periodic checkpoints and the commands."""
+    periodic = periodic_checkpoints(ckpt.parent)
+    if not periodic:
+        return (f"{ckpt.parent} holds no periodic checkpoint (step=N.ckpt): delete {ckpt} to train the run again "
+                f"from step 0")
+    newest = periodic[-1]
+    return (f"periodic checkpoints in {ckpt.parent}: {', '.join(p.name for p in periodic)}. To resume from the newest, "
+            f"copy it over the broken file (cp '{newest}' '{ckpt}') and re-run the same command, or fork a new "
+            f"run folder from it: ssl-eq pretrain <same overrides> resume_from='{newest}' run_dir=NEW_RUN")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """torch.load a Lightning checkpoint (memory-mapped, so cheap) -> its dict; CheckpointError naming the file
+    and the way out when it is truncated, garbled or not a checkpoint."""
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        if not isinstance(state, dict) or "state_dict" not in state:
+            raise ValueError(f"holds a {type(state).__name__} without 'state_dict', not a Lightning checkpoint")
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError / ... here
+        advice = resume_advice(path) if path.name == LAST else "use another checkpoint"
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or damaged: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); {advice}") from e
+    return state
+
+
+def check_fork(state: dict[str, Any], config: dict[str, Any], source: Path) -> None:
+    """A fork's config must build the checkpoint's model: only method.optim.{lr, weight_decay} may differ."""
+    old = (state.get("hyper_parameters") or {}).get("config")
+    if old is None:
+        raise CheckpointError(f"{source}: no 'config' in the checkpoint's hyper_parameters (not an ssl_eq run?)")
+    diffs = []
+    for section in MODEL_SECTIONS:
+        a, b = dict(old.get(section) or {}), dict(config.get(section) or {})
+        if section == "method":
+            a["optim"] = {k: v for k, v in (a.get("optim") or {}).items() if k not in FORKABLE_OPTIM_KEYS}
+            b["optim"] = {k: v for k, v in (b.get("optim") or {}).items() if k not in FORKABLE_OPTIM_KEYS}
+        diffs += [f"{section}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diffs:
+        raise ValueError(f"resume_from={source}: the checkpoint was trained with other settings of {diffs}; a fork "
+                         f"keeps the model and may change only method.optim.{{{', '.join(FORKABLE_OPTIM_KEYS)}}} and "
+                         f"the trainer / checkpoint / data sections (give the same method / backbone / augment options)")
+
+
+class WallClock(pl.Callback):
+    """Wall time of a run summed over resumes, stored in every checkpoint (a killed process loses at most the
+    time since its last checkpoint). `previous_s`: the time recorded in metrics.json by an earlier process."""
+
+    def __init__(self, previous_s: float = 0.0) -> None:
+        self.previous_s = float(previous_s)
+        self.restored_s = 0.0
+        self.start = _now()
+
+    def total(self) -> float:
+        return max(self.previous_s, self.restored_s) + _now() - self.start
+
+    def state_dict(self) -> dict[str, float]:
+        return {"wall_s": self.total()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.restored_s = float(state_dict.get("wall_s", 0.0))
+
+
+class OptimizerSettings(pl.Callback):
+    """Scale a restored optimiser and its schedule by new / old method.optim lr and weight decay (a fork).
+
+    Lightning restores param groups and scheduler base values from the checkpoint; scaling (rather than setting)
+    keeps both the schedule's current factor and any rule a method uses to derive its learning rate.
+    """
+
+    def __init__(self, lr_scale: float, wd_scale: float = 1.0, weight_decay: float | None = None) -> None:
+        self.lr_scale = lr_scale
+        self.wd_scale = wd_scale
+        self.weight_decay = weight_decay  # set on every group (when the checkpoint had none to scale)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            config.scheduler.base_lrs = [lr * self.lr_scale for lr in config.scheduler.base_lrs]
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group["lr"] *= self.lr_scale
+                if "initial_lr" in group:
+                    group["initial_lr"] *= self.lr_scale
+                group["weight_decay"] = group.get("weight_decay", 0.0) * self.wd_scale \
+                    if self.weight_decay is None else self.weight_decay
+
+
+def optimizer_settings(state: dict[str, Any], config: dict[str, Any]) -> OptimizerSettings | None:
+    """The callback that applies `config`'s method.optim lr / weight decay to a run restored from `state`
+    (None when they are those the checkpoint was trained with)."""
+    old = state["hyper_parameters"]["config"]["method"]["optim"]
+    new = config["method"]["optim"]
+    lr_scale = float(new["lr"]) / float(old["lr"])
+    old_wd, new_wd = float(old["weight_decay"]), float(new["weight_decay"])
+    if lr_scale == 1.0 and old_wd == new_wd:
+        return None
+    if old_wd > 0:
+        return OptimizerSettings(lr_scale, wd_scale=new_wd / old_wd)
+    return OptimizerSettings(lr_scale, weight_decay=new_wd)
