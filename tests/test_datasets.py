@@ -113,7 +113,8 @@ def test_pair_item_contract(ds):
               "label": ((), torch.int64), "object_index": ((), torch.int64), "view_indices": ((2,), torch.int64),
               "rel_rotation_quat": ((4,), torch.float32), "rel_rotation_matrix": ((3, 3), torch.float32),
               "rel_rotation_euler": ((3,), torch.float32), "rel_latents": ((4,), torch.float32),
-              "rel_translation_object": ((3,), torch.float32), "rel_translation_base": ((3,), torch.float32)}
+              "rel_translation_object": ((3,), torch.float32), "rel_translation_base": ((3,), torch.float32),
+              "rel_matrix_object": ((4, 4), torch.float32), "rel_matrix_base": ((4, 4), torch.float32)}
     assert {k: (tuple(v.shape), v.dtype) for k, v in item.items()} == expect
     obj, views = int(item["object_index"]), item["view_indices"].numpy()
     assert torch.equal(item["images"], torch.from_numpy(ds.get_views(obj, views)).permute(0, 3, 1, 2))

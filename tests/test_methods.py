@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ssl_eq.datasets.relative import relative_transform
 from ssl_eq.geometry import canonical_quaternion
 from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method, compose_config
 from ssl_eq.methods.commands import group_options
@@ -16,7 +17,8 @@ from ssl_eq.methods.sie import sie_loss
 
 SIZE, BATCH, CLASSES = 32, 16, 3
 # shrink every width that a method config may declare (the configs hold the paper sizes)
-TINY_WIDTHS = {"projector": [32, 32], "projector_inv": [32, 32], "projector_equi": [32, 32]}
+TINY_WIDTHS = {"projector": [32, 32], "projector_inv": [32, 32], "projector_equi": [32, 32], "head": [32]}
+TINY_CAPSULES = 4
 
 
 def tiny_config(method: str, *overrides: str) -> dict:
@@ -31,12 +33,16 @@ def tiny_config(method: str, *overrides: str) -> dict:
             m[key].update({k: 32 for k in ("hidden_dim", "output_dim") if k in m[key]})
     if m.split.inv is not None:  # paper split of ResNet-18's 512 -> the same proportion of small_cnn's 64
         m.split = {"inv": m.split.inv // 8, "equi": m.split.equi // 8}
+    if "num_capsules" in m:
+        m.num_capsules = TINY_CAPSULES
     return OmegaConf.to_container(cfg, resolve=True)
 
 
 def fixed_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
+    latents = torch.rand(BATCH, 2, 10, generator=g) - 0.5  # 3DIEBench-T layout: rotations, hues, light, translation
     return {
+        **relative_transform(latents[:, 0], latents[:, 1]),
         "images": torch.randint(0, 256, (BATCH, 2, 3, SIZE, SIZE), dtype=torch.uint8, generator=g),
         "rel_rotation_quat": canonical_quaternion(torch.randn(BATCH, 4, generator=g)),
         "label": torch.randint(0, CLASSES, (BATCH,), generator=g),
@@ -67,10 +73,12 @@ def test_loss_decreases_and_shapes(method):
     reps, embs = model.representations(x), model.embeddings(x)
     assert reps["full"].shape == (BATCH, model.rep_dim)
     assert reps["inv"].shape == (BATCH, model.inv_dim) and reps["equi"].shape == (BATCH, model.equi_dim)
-    assert model.inv_dim + model.equi_dim == model.rep_dim
+    if model.name != "equicaps":  # EquiCaps: inv / equi are the capsule outputs beside the pooled map ("full")
+        assert model.inv_dim + model.equi_dim == model.rep_dim
     assert embs["inv"].shape[0] == embs["equi"].shape[0] == BATCH
     assert (embs["inv"].shape[1] == 0) == (model.inv_dim == 0)
-    assert (embs["equi"].shape[1] == 0) == (model.equi_dim == 0)
+    # EquiMod's equivariant projector reads the whole representation: an equi embedding without an equi part
+    assert (embs["equi"].shape[1] == 0) == (model.equi_dim == 0 and not model.has_predictor)
     assert model.data_requirements["kind"] == "pair" and "images" in model.data_requirements["keys"]
     if model.has_predictor:
         assert model.action_key in model.data_requirements["keys"]

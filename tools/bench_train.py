@@ -5,14 +5,21 @@ by SSLDataModule from a synthetic native dataset rendered at the benchmark size.
 views (2 per pair; M + 1 per seq-JEPA sequence, M = method.seq_len = 3). Data wait = time blocked on the
 loader / (wait + step time).
 
+EquiCaps (`--equicaps`): resnet18_sie at 256 px, 3×3 and 4×4 (3DIEBench-T data), fp32, routing activation
+checkpointing off vs on; each run in its own process so its peak memory is its own: CUDA max allocated, or on
+CPU the process's peak RSS (ru_maxrss) minus its RSS before the first step.
+
     python tools/bench_train.py                    # CPU (and GPU when available), ResNet-18, 128 px
     python tools/bench_train.py --device cuda --batch-size 256 --steps 20
+    python tools/bench_train.py --equicaps --steps 2 --batch-size 4
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import multiprocessing
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -34,10 +41,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, device: torch.device) -> dict:
+# EquiCaps runs: (label, method config, dataset variant), each with routing checkpointing off and on
+EQUICAPS = (("equicaps 3x3", "equicaps_3x3", "3diebench"), ("equicaps 4x4", "equicaps_4x4", "3diebench-t"))
+EQUICAPS_SIZE, EQUICAPS_BACKBONE = 256, "resnet18_sie"
+
+
+def rss_mib() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, device: torch.device,
+          overrides: tuple[str, ...] = ()) -> dict:
     dtype, channels_last = MODES[mode]
     cfg = compose_config([f"method={method}", f"backbone={args.backbone}", f"data.root={data_root}",
-                          f"data.image_size={args.size}", f"trainer.channels_last={channels_last}"])
+                          f"data.image_size={args.size}", f"trainer.channels_last={channels_last}", *overrides])
     method_cls = get_method(cfg.method.name)
     dm = SSLDataModule(data_root, kind=method_cls.batch_kind, batch_size=args.batch_size, num_workers=args.workers,
                        num_views=method_cls.item_views(cfg.data, cfg.method), pin_memory=device.type == "cuda",
@@ -54,6 +72,9 @@ def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, dev
     wait = compute = 0.0
     images = steps = 0
     loader = iter(dm.train_dataloader())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss_before = rss_mib()
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         try:
@@ -76,13 +97,60 @@ def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, dev
             wait, compute = wait + t1 - t0, compute + t2 - t1
             images += batch["images"].shape[0] * batch["images"].shape[1]
             steps += 1
+    peak = (torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda"
+            else rss_mib() - rss_before)
     return {"method": method, "mode": mode, "device": str(device), "images_per_s": images / (wait + compute),
-            "step_ms": 1000 * (wait + compute) / steps, "data_wait": wait / (wait + compute)}
+            "step_ms": 1000 * (wait + compute) / steps, "data_wait": wait / (wait + compute), "peak_mib": peak}
+
+
+def _bench_child(queue: multiprocessing.Queue, *bench_args) -> None:
+    queue.put(bench(*bench_args))
+
+
+def bench_isolated(*bench_args) -> dict:
+    """`bench` in a fresh process (spawn), so the CPU peak RSS belongs to that run alone."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_bench_child, args=(queue, *bench_args))
+    proc.start()
+    row = queue.get()
+    proc.join()
+    return row
+
+
+def bench_equicaps(args: argparse.Namespace, devices: list[str], tmp: Path) -> None:
+    """EquiCaps 3×3 / 4×4 at 256 px: routing checkpointing off vs on (images/s, peak memory)."""
+    rows = []
+    run_args = argparse.Namespace(**{**vars(args), "size": EQUICAPS_SIZE, "backbone": EQUICAPS_BACKBONE})
+    for dev in devices:
+        device = torch.device(dev)
+        bs = args.batch_size or (256 if device.type == "cuda" else 4)
+        run_args.batch_size = bs
+        for label, method, variant in EQUICAPS:
+            root = tmp / f"equicaps_{variant}_{bs}"
+            if not root.exists():
+                make_synthetic_dataset(root, num_objects=args.objects or 4 * bs * 4 // 3 + 4, views=4,
+                                       size=EQUICAPS_SIZE, num_classes=5, variant=variant)
+            pair = [bench_isolated(method, "fp32", root, run_args, device, (f"method.routing.checkpoint={c}",))
+                    for c in (False, True)]
+            rows.append((label, device, pair))
+            print(f"{dev:5s} {label}: " + ", ".join(
+                f"checkpoint {c}: {r['images_per_s']:.2f} img/s, peak {r['peak_mib']:.0f} MiB"
+                for c, r in zip(("off", "on"), pair)), flush=True)
+    print(f"\n{EQUICAPS_BACKBONE}, {EQUICAPS_SIZE} px, fp32, images = views (2 per pair)\n")
+    print("| device | method | img/s (no ckpt) | img/s (ckpt) | ckpt / no ckpt | peak MiB (no ckpt) | peak MiB (ckpt) "
+          "| ckpt / no ckpt |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, device, (a, b) in rows:
+        print(f"| {device} | {label} | {a['images_per_s']:.2f} | {b['images_per_s']:.2f} | "
+              f"{b['images_per_s'] / a['images_per_s']:.2f}x | {a['peak_mib']:.0f} | {b['peak_mib']:.0f} | "
+              f"{b['peak_mib'] / a['peak_mib']:.2f}x |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["vicreg", "simclr", "byol", "sie", "seqjepa"])
+    p.add_argument("--methods", nargs="+", default=["vicreg", "simclr", "byol", "sie", "seqjepa", "equimod", "augself"])
+    p.add_argument("--equicaps", action="store_true", help="only the EquiCaps 256 px checkpointing comparison")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when available")
@@ -96,6 +164,10 @@ def main() -> None:
     args = p.parse_args()
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
+    if args.equicaps:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_equicaps(args, devices, Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for dev in devices:
             device = torch.device(dev)

@@ -84,6 +84,10 @@ class SmallConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, widths[-1], H / 2^stages, W / 2^stages) last feature map."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.features(x)).flatten(1)
 

@@ -75,7 +75,8 @@ def relative_transform(lat1: Tensor, lat2: Tensor, quaternion_sign: str = DEFAUL
 
     rel_rotation_matrix (..., 3, 3), rel_rotation_quat (..., 4) wxyz (sign per `quaternion_sign`),
     rel_rotation_euler (..., 3), rel_latents (..., 4) (hues per `colour_targets`); for D = 10 (3DIEBench-T) also
-    rel_translation_object / rel_translation_base (..., 3).
+    rel_translation_object / rel_translation_base (..., 3) and EquiCaps' 4×4 matrices rel_matrix_object /
+    rel_matrix_base (..., 4, 4) (`relative_pose_matrices`).
     """
     check_conventions(quaternion_sign, colour_targets)
     lat1, lat2 = lat1.float(), lat2.float()
@@ -91,7 +92,34 @@ def relative_transform(lat1: Tensor, lat2: Tensor, quaternion_sign: str = DEFAUL
         t1, t2 = lat1[..., TRANS], lat2[..., TRANS]
         out["rel_translation_object"] = t2 - t1
         out["rel_translation_base"] = (r2 @ t2[..., None] - r1 @ t1[..., None])[..., 0]
+        out.update(relative_pose_matrices(r1, r2, t1, t2))
     return out
+
+
+def rigid_matrix(rot: Tensor, trans: Tensor) -> Tensor:
+    """(..., 3, 3), (..., 3) -> (..., 4, 4) homogeneous [[R, t], [0, 1]]."""
+    top = torch.cat([rot, trans[..., None]], -1)
+    bottom = torch.zeros_like(top[..., :1, :])
+    bottom[..., 0, 3] = 1.0
+    return torch.cat([top, bottom], -2)
+
+
+def rigid_inverse(mat: Tensor) -> Tensor:
+    """(..., 4, 4) rigid [[R, t], [0, 1]] -> [[Rᵀ, −Rᵀt], [0, 1]]."""
+    rot_t = mat[..., :3, :3].transpose(-1, -2)
+    return rigid_matrix(rot_t, -(rot_t @ mat[..., :3, 3:])[..., 0])
+
+
+def relative_pose_matrices(r1: Tensor, r2: Tensor, t1: Tensor, t2: Tensor) -> dict[str, Tensor]:
+    """EquiCaps' 4×4 relative transformations M₁⁻¹M₂ (../shared/reference/equicaps.md §3), each (..., 4, 4).
+
+    rel_matrix_object: M_k = [R_k | t_k] -> [[R₁ᵀR₂, R₁ᵀ(t₂ − t₁)], [0, 1]];
+    rel_matrix_base:   M_k = [R_k | R_k t_k] (the rendered pose R·T(t)) -> [[R₁ᵀR₂, R₁ᵀR₂t₂ − t₁], [0, 1]]
+    r* (..., 3, 3) absolute rotations, t* (..., 3) translation latents.
+    """
+    frames = {"object": (t1, t2), "base": ((r1 @ t1[..., None])[..., 0], (r2 @ t2[..., None])[..., 0])}
+    return {f"rel_matrix_{name}": rigid_inverse(rigid_matrix(r1, a)) @ rigid_matrix(r2, b)
+            for name, (a, b) in frames.items()}
 
 
 def sequence_actions(latents: Tensor, quaternion_sign: str = DEFAULT_QUATERNION_SIGN,

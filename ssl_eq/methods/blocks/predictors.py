@@ -68,6 +68,27 @@ class MLPPredictor(nn.Module):
         return self.net(torch.cat([action.to(z.dtype), z], -1))
 
 
+class ActionEmbeddingPredictor(nn.Module):
+    """seq-JEPA's EquiMod predictor: e(a) = BN(Linear(a)), then BN(Linear([e(a); z])) (B, Ee).
+
+    Linears without bias, BatchNorms without affine parameters (../shared/reference/equicaps.md §8).
+    """
+
+    def __init__(self, emb_dim: int, action_dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(action_dim, emb_dim, bias=False), nn.BatchNorm1d(emb_dim, affine=False))
+        self.net = nn.Sequential(nn.Linear(2 * emb_dim, emb_dim, bias=False), nn.BatchNorm1d(emb_dim, affine=False))
+
+    @classmethod
+    def from_config(cls, emb_dim: int, method: DictConfig) -> "ActionEmbeddingPredictor":
+        """From configs/method/equimod_seqjepa.yaml: method.action_dim."""
+        return cls(emb_dim, int(method.action_dim))
+
+    def forward(self, z: Tensor, action: Tensor) -> Tensor:
+        """(B, Ee), (B, A) -> (B, Ee)."""
+        return self.net(torch.cat([self.embed(action.to(z.dtype)), z], -1))
+
+
 # method.predictor.type -> predictor class, built with `from_config(emb_dim, method_cfg)`
-PREDICTORS: dict[str, type[HyperNetPredictor | MLPPredictor]] = {"hypernetwork": HyperNetPredictor,
-                                                                  "mlp": MLPPredictor}
+PREDICTORS: dict[str, type[HyperNetPredictor | MLPPredictor | ActionEmbeddingPredictor]] = {
+    "hypernetwork": HyperNetPredictor, "mlp": MLPPredictor, "action_embedding": ActionEmbeddingPredictor}
