@@ -1,7 +1,8 @@
 """FROZEN copy of `ssl_eq.renderers.renderer` as of commit f7a9278 (before issue #15), for
 `tools/bench_render.py` (the previous renderer, timed in the same run) and
 `tools/make_render_reference.py` (the reference renders stored in tests/data). Not imported by the package;
-do not edit: it is the baseline, not a renderer to maintain.
+do not edit: it is the baseline, not a renderer to maintain. Mesh tensors, the camera look-at and the sRGB
+encoding are shared with the package's renderer (imported, unchanged by #15).
 
 Batched PyTorch3D renderer of the 3DIEBench scene: floor, sun, spot light with a shadow map.
 
@@ -13,62 +14,25 @@ albedo * (ambient + (E_sun + E_spot * visibility) / pi), then sRGB encoding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch3d.renderer import (DirectionalLights, FoVPerspectiveCameras, MeshRasterizer,
-                                RasterizationSettings, look_at_view_transform)
+from pytorch3d.renderer import DirectionalLights, FoVPerspectiveCameras, MeshRasterizer, RasterizationSettings
 from pytorch3d.renderer.mesh.utils import interpolate_face_attributes
 from pytorch3d.structures import Meshes
 from torch import Tensor
 
 from ssl_eq.geometry import euler_xyz_to_matrix, hsv_to_rgb, spherical_to_cartesian
 from ssl_eq.renderers.lights import SpotLights
+from ssl_eq.renderers.renderer import MeshTensors, _linear_to_srgb, _look_at
 from ssl_eq.renderers.scene import RenderSettings, SceneSpec
 
 _EMPTY_DEPTH = 1e6
 
 
-@dataclass
-class MeshTensors:
-    """One object mesh on the render device: verts (N, 3), faces (F, 3) int64, face_colors (F, 3)."""
-
-    verts: Tensor
-    faces: Tensor
-    face_colors: Tensor
-
-    @classmethod
-    def from_mesh(cls, mesh, device: torch.device) -> "MeshTensors":
-        """From any object with numpy `verts`, `faces`, `face_colors` (e.g. sources.MeshData)."""
-        return cls(torch.as_tensor(np.asarray(mesh.verts), dtype=torch.float32, device=device),
-                   torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=device),
-                   torch.as_tensor(np.asarray(mesh.face_colors), dtype=torch.float32, device=device))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is an error that says so."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return torch.device(device)
-
-
 def _rotate(points: Tensor, rot: Tensor) -> Tensor:
     """points (B, N, 3), rot (B, 3, 3) -> rot @ p per point. Elementwise (bit-stable across batch sizes)."""
     return (points[:, :, None, :] * rot[:, None, :, :]).sum(-1)
-
-
-def _look_at(eye: Tensor, at: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
-    """World-to-view R, T of cameras at eye (B, 3) looking at `at` (B, 3), z up (y up when looking along z)."""
-    d = (at - eye) / (at - eye).norm(dim=-1, keepdim=True)
-    up = torch.tensor([0.0, 0.0, 1.0], device=device).expand_as(eye).clone()
-    up[d[:, 2].abs() > 0.99] = torch.tensor([0.0, 1.0, 0.0], device=device)
-    return look_at_view_transform(eye=eye, at=at, up=up, device=device)
 
 
 class BaselineSceneRenderer:
@@ -199,8 +163,3 @@ class BaselineSceneRenderer:
         vis = lit / len(offsets)
         outside = (grid.abs() > 1).any(-1)
         return torch.where(outside, torch.ones_like(vis), vis).reshape(points.shape[:-1])
-
-
-def _linear_to_srgb(x: Tensor) -> Tensor:
-    x = x.clamp(0, 1)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
