@@ -1,8 +1,8 @@
 """FROZEN copy of `ssl_eq.renderers.renderer` as of commit f7a9278 (before issue #15), for
 `tools/bench_render.py` (the previous renderer, timed in the same run) and
 `tools/make_render_reference.py` (the reference renders stored in tests/data). Not imported by the package;
-do not edit: it is the baseline, not a renderer to maintain. Mesh tensors, the camera look-at, the shadow-map
-lookup and the sRGB encoding are shared with the package's renderer (imported, unchanged by #15).
+do not edit: it is the baseline, not a renderer to maintain. Mesh tensors, the camera look-at, the lights, the
+shadow-map lookup and the sRGB encoding are shared with the package's renderer (imported, unchanged by #15).
 
 Batched PyTorch3D renderer of the 3DIEBench scene: floor, sun, spot light with a shadow map.
 
@@ -17,14 +17,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from pytorch3d.renderer import DirectionalLights, FoVPerspectiveCameras, MeshRasterizer, RasterizationSettings
+from pytorch3d.renderer import FoVPerspectiveCameras, MeshRasterizer, RasterizationSettings
 from pytorch3d.renderer.mesh.utils import interpolate_face_attributes
 from pytorch3d.structures import Meshes
 from torch import Tensor
 
-from ssl_eq.geometry import euler_xyz_to_matrix, hsv_to_rgb, spherical_to_cartesian
-from ssl_eq.renderers.lights import SpotLights
-from ssl_eq.renderers.renderer import MeshTensors, _linear_to_srgb, _look_at, _shadow_visibility
+from ssl_eq.geometry import euler_xyz_to_matrix, hsv_to_rgb
+from ssl_eq.renderers.renderer import MeshTensors, _linear_to_srgb, _look_at, _scene_lights, _shadow_visibility
 from ssl_eq.renderers.scene import RenderSettings, SceneSpec
 
 
@@ -109,13 +108,7 @@ class BaselineSceneRenderer:
         normals = torch.where((normals * to_cam).sum(-1, keepdim=True) < 0, -normals, normals)
         albedo = face_colors[face]
 
-        spot_pos = spherical_to_cartesian(s.spot_radius, latents[:, 4], latents[:, 5])   # (B, 3)
-        spot_rgb = hsv_to_rgb(latents[:, 6], s.spot_saturation, s.spot_value)
-        spot = SpotLights(diffuse_color=spot_rgb * (s.spot_energy / (4 * math.pi)), location=spot_pos,
-                          direction=-spot_pos, spot_size=s.spot_size, spot_blend=s.spot_blend,
-                          inverse_square=True, device=self.device)
-        sun = DirectionalLights(diffuse_color=((s.sun_energy,) * 3,), direction=((0.0, 0.0, 1.0),),
-                                device=self.device)
+        spot_pos, spot, sun = _scene_lights(s, latents, self.device)
         p5, n5 = points[..., None, :], normals[..., None, :]                       # (B, S, S, 1, 3)
         visibility = self.shadow_visibility(obj_verts, obj_faces, spot_pos, points)  # (B, S, S)
         e_spot = spot.diffuse(normals=n5, points=p5)[..., 0, :] * visibility[..., None]

@@ -243,13 +243,7 @@ class SceneRenderer:
         to_cam = self._camera_position.view(1, 1, 1, 3) - points
         normals = torch.where((normals * to_cam).sum(-1, keepdim=True) < 0, -normals, normals)
 
-        spot_pos = spherical_to_cartesian(s.spot_radius, latents[:, 4], latents[:, 5])   # (B, 3)
-        spot_rgb = hsv_to_rgb(latents[:, 6], s.spot_saturation, s.spot_value)
-        spot = SpotLights(diffuse_color=spot_rgb * (s.spot_energy / (4 * math.pi)), location=spot_pos,
-                          direction=-spot_pos, spot_size=s.spot_size, spot_blend=s.spot_blend,
-                          inverse_square=True, device=self.device)
-        sun = DirectionalLights(diffuse_color=((s.sun_energy,) * 3,), direction=((0.0, 0.0, 1.0),),
-                                device=self.device)
+        spot_pos, spot, sun = _scene_lights(s, latents, self.device)
         p5, n5 = points[..., None, :], normals[..., None, :]                       # (B, S, S, 1, 3)
         visibility = self.shadow_visibility(objects, spot_pos, points)            # (B, S, S)
         e_spot = spot.diffuse(normals=n5, points=p5)[..., 0, :] * visibility[..., None]
@@ -294,6 +288,18 @@ class SceneRenderer:
         depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(occluders).zbuf
         return _shadow_visibility(depth_map, light_cams, points, st)
 
+
+def _scene_lights(spec: SceneSpec, latents: Tensor, device: torch.device
+                  ) -> tuple[Tensor, SpotLights, DirectionalLights]:
+    """Each item's spot light from its latents (B, D) (θ, φ, hue at columns 4-6) and the downward sun ->
+    (spot positions (B, 3), SpotLights, DirectionalLights) in Blender's units (DESIGN.md §4)."""
+    spot_pos = spherical_to_cartesian(spec.spot_radius, latents[:, 4], latents[:, 5])
+    spot_rgb = hsv_to_rgb(latents[:, 6], spec.spot_saturation, spec.spot_value)
+    spot = SpotLights(diffuse_color=spot_rgb * (spec.spot_energy / (4 * math.pi)), location=spot_pos,
+                      direction=-spot_pos, spot_size=spec.spot_size, spot_blend=spec.spot_blend,
+                      inverse_square=True, device=device)
+    sun = DirectionalLights(diffuse_color=((spec.sun_energy,) * 3,), direction=((0.0, 0.0, 1.0),), device=device)
+    return spot_pos, spot, sun
 
 def _shadow_visibility(zbuf: Tensor, light_cams: FoVPerspectiveCameras, points: Tensor,
                        settings: RenderSettings) -> Tensor:
