@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ssl_eq.methods.blocks.heads import mlp
+from ssl_eq.methods.blocks.sequence import ActionEncoder
 
 
 class HyperNetPredictor(nn.Module):
@@ -76,7 +77,7 @@ class ActionEmbeddingPredictor(nn.Module):
 
     def __init__(self, emb_dim: int, action_dim: int) -> None:
         super().__init__()
-        self.embed = nn.Sequential(nn.Linear(action_dim, emb_dim, bias=False), nn.BatchNorm1d(emb_dim, affine=False))
+        self.embed = ActionEncoder(action_dim, emb_dim)
         self.net = nn.Sequential(nn.Linear(2 * emb_dim, emb_dim, bias=False), nn.BatchNorm1d(emb_dim, affine=False))
 
     @classmethod
