@@ -185,6 +185,13 @@ def test_aggregate_from_cached_features_equals_image_pass_and_m_val_differs_from
         lat = latents[o, vi]
         direct = model.aggregate(z, model.actions(relative_transform(lat[:, :-1], lat[:, 1:])))
     assert cached.shape == (6, 80) and torch.allclose(cached, direct, atol=1e-5)
+    # a run trained on the reference's conventions gets its actions in them (scipy sign: some w < 0; raw hues)
+    conv = {"quaternion_sign": "scipy", "colour_targets": "raw"}
+    with torch.no_grad():
+        ref = model.aggregate(z, model.actions(relative_transform(lat[:, :-1], lat[:, 1:], **conv)))
+    assert torch.allclose(aggregate_features(model, feats, SCHEMA_3DIE, seqs, chunk=4, conventions=conv), ref,
+                          atol=1e-5)
+    assert not torch.allclose(ref, direct, atol=1e-3)
     single = aggregate_features(model, feats, SCHEMA_3DIE, fixed_sequences(k, v, 1, 1, seed=0), chunk=4)
     assert single.shape == (3, 80)
     with pytest.raises(ValueError, match=r"probes.agg_linear.m_val: 6 views per sequence, but the dataset has 5 "

@@ -35,8 +35,9 @@ def fixed_sequences(num_objects: int, views: int, m_val: int, per_object: int, s
 
 
 def aggregate_features(model: Any, feats: dict[str, Tensor], schema: list[str], sequences: Tensor,
-                       chunk: int) -> Tensor:
-    """z_AGG (P, Da) of (P, 1 + M) `sequences` over cached (K, V, D) encoder outputs and (K, V, L) latents."""
+                       chunk: int, conventions: dict[str, str] | None = None) -> Tensor:
+    """z_AGG (P, Da) of (P, 1 + M) `sequences` over cached (K, V, D) encoder outputs and (K, V, L) latents;
+    the actions follow `conventions` (the run's `quaternion_sign` / `colour_targets`, as it was trained)."""
     spec = model.action_spec
     if spec is not None and not spec.latents:
         raise ProbeSkipped("the model's actions are augmentations (method.action=aug); the cached views have none")
@@ -49,7 +50,8 @@ def aggregate_features(model: Any, feats: dict[str, Tensor], schema: list[str], 
             o, v = obj[i:i + chunk], views[i:i + chunk]
             z = feats[AGG_KEY][o, v].to(model.device)                        # (p, M, D)
             lat = feats["latents"][o, v]                                      # (p, M, L)
-            actions = model.actions(relative_transform(lat[:, :-1], lat[:, 1:]))  # (p, M-1, A) or None
+            rel = relative_transform(lat[:, :-1], lat[:, 1:], **(conventions or {}))
+            actions = model.actions(rel)                                      # (p, M-1, A) or None
             out.append(model.aggregate(z, None if actions is None else actions.to(model.device)).float().cpu())
     return torch.cat(out)
 
@@ -66,7 +68,7 @@ def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         split_x = {}
         for name, feats, seed in (("train", ctx.train, ctx.seed), ("val", ctx.val, ctx.seed + 1)):
             seqs = fixed_sequences(*feats[AGG_KEY].shape[:2], m_val, n, seed)
-            split_x[name] = (aggregate_features(model, feats, ctx.latent_schema, seqs, chunk),
+            split_x[name] = (aggregate_features(model, feats, ctx.latent_schema, seqs, chunk, ctx.run_conventions),
                              feats["labels"][seqs[:, 0]])
         (x_tr, y_tr), (x_va, y_va) = split_x["train"], split_x["val"]
         logits = fit_head(x_tr, y_tr, x_va, len(ctx.class_names), "cross_entropy", _head_config(cfg, ctx.seed),
