@@ -158,6 +158,32 @@ def test_rotation_reading_encoder_error_rises_with_the_angle(orbit_objects):
     assert curves["pose_error"].abs().max() < 0.1  # degrees; float32 acos near 1
 
 
+
+def test_predictor_actions_follow_the_run_conventions(orbit_objects):
+    """A run trained on scipy-signed quaternions is fed scipy-signed actions along the orbit (some w < 0)."""
+    from omegaconf import OmegaConf
+
+    from ssl_eq.datasets.relative import relative_transform
+
+    class Recording(LookupModel):
+        def predict(self, equi, actions):
+            self.seen.append(actions[self.action_key])
+            return super().predict(equi, actions)
+
+    _, objects = orbit_objects
+    plan = plan_orbit("rot_x", "full", 12, SCENE)
+    latents = orbit_latents(objects.view0, 0, plan.offsets)
+    frames, _ = render_frames(objects, latents, "cpu")
+    model = Recording(frames, latents)
+    model.cfg, model.seen = OmegaConf.create({"data": {"quaternion_sign": "scipy", "colour_targets": "raw"}}), []
+    measure_orbit(model, frames, latents, plan, {}, "cpu", 64)
+    lat = torch.as_tensor(latents)
+    want = relative_transform(lat[:, plan.reference_index:plan.reference_index + 1].expand_as(lat), lat,
+                              quaternion_sign="scipy")["rel_rotation_quat"].flatten(0, 1)
+    seen = torch.cat(model.seen).reshape(-1, *want.shape)   # the equivariance and the pose-error passes
+    assert (want[:, 0] < 0).any() and len(seen) == 2
+    assert all(torch.allclose(s.double(), want.double(), atol=1e-6) for s in seen)
+
 @pytest.fixture(scope="module")
 def sie_run(dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "sie"

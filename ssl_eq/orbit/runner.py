@@ -111,12 +111,15 @@ def measure_orbit(model: Any, frames: Tensor, latents: np.ndarray, plan: OrbitPl
     2-D PCA trajectory (N, S, 2), the part it was taken of, inter-object distance, notes)."""
     from ssl_eq.datasets.relative import relative_transform
     from ssl_eq.probes.features import frozen_eval
+    from ssl_eq.probes.runner import resolve_conventions
 
     feats = encode(model, frames, device, batch_size)
+    # actions in the conventions the model was trained with (a run without a config: the defaults)
+    conventions = resolve_conventions({}, model.cfg)["run"] if hasattr(model, "cfg") else {}
     n, s = frames.shape[:2]
     ref = plan.reference_index
     lat = torch.as_tensor(latents)
-    actions = relative_transform(lat[:, ref:ref + 1].expand_as(lat), lat)          # reference -> t, (N, S, ...)
+    actions = relative_transform(lat[:, ref:ref + 1].expand_as(lat), lat, **conventions)  # ref -> t, (N, S, ...)
     flat_actions = {k: v.flatten(0, 1) for k, v in actions.items()}
     curves: dict[str, Tensor] = {}
     notes: list[str] = []
