@@ -15,10 +15,12 @@ from pathlib import Path
 from .config import config_dir
 
 DEFAULT_METHODS = "sie,vicreg,supervised"
-# the scene and budget of the default demo (see README "Demo" and BENCHMARKS.md "Quality vs budget")
-# (rotation about z over a full turn: the one-parameter group a supervised net learns across objects at this scale)
-DEFAULTS = dict(objects=1200, views=8, size=32, steps=3000, probe_epochs=30, camera="closeup", rotation_axes="z",
-                rotation_range=180.0)
+# the scene of the default demo (README "What `make demo` does", BENCHMARKS.md "Quality vs budget"): rotation about
+# z within ±120°, a one-parameter group that a supervised net learns across objects at this scale and that SIE's
+# linear hypernetwork can follow (over a full turn the canonical quaternion wraps for half of the pairs).
+# steps None: each method's demo config sets its own budget (trainer.max_steps).
+DEFAULTS = dict(objects=1200, views=8, size=32, steps=None, probe_epochs=30, camera="closeup", rotation_axes="z",
+                rotation_range=120.0)
 
 
 def demo_experiments() -> list[str]:
@@ -49,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotation-axes", default=d["rotation_axes"], help="Euler axes sampled (ssl-eq render)")
     p.add_argument("--rotation-range", type=float, default=d["rotation_range"],
                    help="degrees: Euler angles ~ U[-range, range] (ssl-eq render)")
-    p.add_argument("--steps", type=int, default=d["steps"], help="pretraining steps per method")
+    p.add_argument("--steps", type=int, default=d["steps"],
+                   help="pretraining steps of every method (default: each demo config's trainer.max_steps)")
     p.add_argument("--probe-epochs", type=int, default=d["probe_epochs"], help="epochs of each probe")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -74,9 +77,11 @@ def render_argv(args: argparse.Namespace, data: Path) -> list[str]:
 
 
 def pretrain_argv(args: argparse.Namespace, method: str, data: Path, run_dir: Path) -> list[str]:
-    """The model sees the rendered size (data.image_size), whatever the demo config says."""
-    return ["pretrain", f"experiment=demo_{method}", f"data.root={data}", f"run_dir={run_dir}",
-            f"data.image_size={args.size}", f"trainer.max_steps={args.steps}"]
+    """The model sees the rendered size (data.image_size), whatever the demo config says; --steps, when given,
+    replaces every config's trainer.max_steps."""
+    argv = ["pretrain", f"experiment=demo_{method}", f"data.root={data}", f"run_dir={run_dir}",
+            f"data.image_size={args.size}"]
+    return argv + ([f"trainer.max_steps={args.steps}"] if args.steps is not None else [])
 
 
 def run_demo(args: argparse.Namespace) -> int:

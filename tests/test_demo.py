@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from ssl_eq.cli import build_parser
-from ssl_eq.demo import DEFAULT_METHODS, parse_methods, pretrain_argv, render_argv
+from ssl_eq.demo import DEFAULT_METHODS, demo_experiments, parse_methods, pretrain_argv, render_argv
 from ssl_eq.methods import compose_config
 from ssl_eq.methods.run import _fill_data_info
 
 
-@pytest.mark.parametrize("method", DEFAULT_METHODS.split(","))
+@pytest.mark.parametrize("method", demo_experiments())
 def test_size_64_trains_and_probes_at_64(method):
     args = build_parser().parse_args(["demo", "--size", "64", "--methods", method])
     render = render_argv(args, Path("d"))
@@ -30,3 +30,17 @@ def test_methods_option():
     assert parse_methods(" vicreg ,sie") == ["vicreg", "sie"]
     with pytest.raises(ValueError, match="demo_<method>.yaml"):
         parse_methods("sie,nosuch")
+
+
+@pytest.mark.parametrize("method", demo_experiments())
+def test_steps_come_from_the_demo_config_unless_given(method):
+    args = build_parser().parse_args(["demo", "--methods", method])
+    cfg = compose_config(pretrain_argv(args, method, Path("d"), Path("r"))[1:])
+    assert cfg.trainer.max_steps == compose_config([f"experiment=demo_{method}", "data.root=d"]).trainer.max_steps > 0
+    args = build_parser().parse_args(["demo", "--methods", method, "--steps", "7"])
+    assert compose_config(pretrain_argv(args, method, Path("d"), Path("r"))[1:]).trainer.max_steps == 7
+
+
+def test_every_method_with_a_demo_config_can_join():
+    assert {"sie", "vicreg", "supervised", "seqjepa", "equicaps"} <= set(demo_experiments())
+    assert parse_methods("sie,vicreg,supervised,seqjepa,equicaps")[-2:] == ["seqjepa", "equicaps"]

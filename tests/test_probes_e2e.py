@@ -27,6 +27,7 @@ def test_probe_a_tiny_sie_run(sie_run, capsys):
     assert report["probes"]["linear"]["status"] == "ok"
     assert {"linear/inv/top1", "rotation/equi/r2_pooled", "rotation/equi/r2_uniform", "predictor/val/mrr",
             "colour/equi/r2_pooled", "view_rotation/full/geodesic_deg", "rotation/r2_pooled_mean_baseline",
+            "rotation/r2_uniform_varying_mean_baseline", "rotation/equi/r2_uniform_varying",
             "colour/r2_pooled_mean_baseline"} <= set(report["metrics"])
     # canonical quaternions have mean w > 0: the constant mean prediction already earns a positive pooled R²
     assert 0.05 < report["metrics"]["rotation/r2_pooled_mean_baseline"] < 0.8

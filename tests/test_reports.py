@@ -127,14 +127,16 @@ def _probe_run(root, name: str, method: str, protocol: str, metrics: dict[str, f
 
 
 def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_path):
-    base = {"rotation/r2_pooled_mean_baseline": 0.27, "rotation/r2_uniform_mean_baseline": -0.01}
+    base = {"rotation/r2_pooled_mean_baseline": 0.27, "rotation/r2_uniform_mean_baseline": 0.49,
+            "rotation/r2_uniform_varying_mean_baseline": -0.01}
     runs = [
         _probe_run(tmp_path, "ceiling", "supervised", "default",
                    {**base, "linear/full/top1": 90.0, "rotation/full/r2_pooled": 0.70,
                     "rotation/full/r2_uniform": 0.60}),
         _probe_run(tmp_path, "sie", "sie", "default",
                    {**base, "linear/inv/top1": 50.0, "linear/full/top1": 52.0, "rotation/equi/r2_pooled": 0.40,
-                    "rotation/equi/r2_uniform": 0.20, "rotation/full/r2_pooled": 0.35, "predictor/val/hit@1": 0.25}),
+                    "rotation/equi/r2_uniform": 0.60, "rotation/equi/r2_uniform_varying": 0.20,
+                    "rotation/equi/geodesic_deg": 41.5, "rotation/full/r2_pooled": 0.35, "predictor/val/hit@1": 0.25}),
         _probe_run(tmp_path, "vicreg", "vicreg", "default",
                    {**base, "linear/full/top1": 55.0, "rotation/full/r2_pooled": 0.25,
                     "rotation/full/r2_uniform": -0.02}),
@@ -150,10 +152,15 @@ def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_pa
     assert ceiling[1] == "supervised (ceiling)" and ceiling[header.index("rotation R² pooled")] == "0.7"
     assert sie[header.index("rotation part")] == "equi" and sie[header.index("rotation R² pooled")] == "0.4"
     assert sie[header.index("mean baseline, pooled")] == "0.27" and sie[header.index("Hit@1")] == "0.25"
+    # restricted rotation groups: the headline's uniform R² is over the outputs that vary (beside its baseline)
+    assert sie[header.index("rotation R² uniform (varying outputs)")] == "0.2"
+    assert sie[header.index("mean baseline, uniform (varying outputs)")] == "-0.01"
+    assert sie[header.index("geodesic error (°)")] == "41.50"
     assert vicreg[header.index("rotation part")] == "full" and vicreg[header.index("Hit@1")] == "–"
     assert sie[header.index("Hit@1 chance")] == "0.08333"
     reading = next(line for line in md.splitlines() if line.startswith("**Reading"))
-    assert "best self-supervised sie (equi) 0.400, +0.130 vs its mean baseline 0.270" in reading
+    assert ("best self-supervised sie (equi) 0.400, +0.130 vs its mean baseline 0.270; uniform R² (varying outputs) "
+            "0.200") in reading
     assert "supervised ceiling (ceiling) 0.700: the best self-supervised run is 0.300 below it" in reading
     assert md.index("## Headline") < md.index("## Probe protocols") < md.index("## Our runs") < md.index(
         "## Published numbers")

@@ -29,6 +29,8 @@ DEFINITIONS: dict[str, str] = {
                           "largest output variance): for restricted rotation groups (e.g. about z only) whose "
                           "quaternions have constant components, which scikit-learn scores 0 unless predicted "
                           "exactly; equals r2_uniform when every output varies",
+    "r2_uniform_varying_mean_baseline": "r2_uniform_varying of the constant prediction of each output's training "
+                                        "mean (~0): the baseline of r2_uniform_varying",
     "geodesic_deg": "mean geodesic angle in degrees between the normalised predicted and the true rotation "
                     "quaternion: 2·acos(|⟨q̂/‖q̂‖, q⟩|)",
     "top1": "top-1 accuracy (%) of the linear classifier on the validation objects' views",

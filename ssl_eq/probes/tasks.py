@@ -139,11 +139,15 @@ def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: 
     result.add(f"{prefix}/r2_uniform", M.r2_uniform(pred, target), "r2_uniform")
 
 
-def _mean_baseline(result: ProbeResult, prefix: str, y_tr: Tensor, y_va: Tensor) -> None:
-    """Pooled and uniform R² of predicting the (N, K) training targets' per-output mean for every val target."""
+def _mean_baseline(result: ProbeResult, prefix: str, y_tr: Tensor, y_va: Tensor, varying: bool = False) -> None:
+    """Pooled, uniform and (with `varying`) varying-output uniform R² of predicting the (N, K) training targets'
+    per-output mean for every val target."""
     mean = y_tr.mean(0).expand_as(y_va)
     result.add(f"{prefix}r2_pooled_mean_baseline", M.r2_pooled(mean, y_va), "r2_pooled_mean_baseline")
     result.add(f"{prefix}r2_uniform_mean_baseline", M.r2_uniform(mean, y_va), "r2_uniform_mean_baseline")
+    if varying:
+        result.add(f"{prefix}r2_uniform_varying_mean_baseline", M.r2_uniform_varying(mean, y_va),
+                   "r2_uniform_varying_mean_baseline")
 
 
 def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
@@ -175,7 +179,7 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, t
     R²s, the R² over the varying outputs, the mean baseline and the geodesic error. `save` persists each part's
     head as `<name>_head_<part>` (ctx.save_head)."""
     result = ProbeResult()
-    _mean_baseline(result, "", task.train_targets(), task.y_val)
+    _mean_baseline(result, "", task.train_targets(), task.y_val, varying=True)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]

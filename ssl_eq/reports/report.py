@@ -207,11 +207,12 @@ def _headline_r2(runs: list[RunInfo]) -> str:
 
 def headline(runs: list[RunInfo]) -> tuple[list[str], list[list[str]], str]:
     """The report's first table -> (header, rows, one-line reading): per run top-1 of the invariant and full
-    parts, relative-rotation R² in both definitions beside the mean-prediction baseline, Hit@1; supervised
-    runs last, as the ceiling."""
+    parts, relative-rotation R² in both definitions (the uniform one over the outputs that vary, so that
+    restricted rotation groups are not credited for their constant quaternion components) beside the
+    mean-prediction baseline, the geodesic error, Hit@1; supervised runs last, as the ceiling."""
     header = ["run", "method", "protocol", "top-1 inv (%)", "top-1 full (%)", "rotation part",
-              "rotation R² pooled", "mean baseline, pooled", "rotation R² uniform", "mean baseline, uniform",
-              "Hit@1", "Hit@1 chance"]
+              "rotation R² pooled", "mean baseline, pooled", "rotation R² uniform (varying outputs)",
+              "mean baseline, uniform (varying outputs)", "geodesic error (°)", "Hit@1", "Hit@1 chance"]
     rows = []
     for r in sorted(runs, key=_is_ceiling):
         part = _rotation_part(r)
@@ -220,8 +221,9 @@ def headline(runs: list[RunInfo]) -> tuple[list[str], list[list[str]], str]:
                      _fmt(_metric(r, "linear/inv/top1")), _fmt(_metric(r, "linear/full/top1")), part or DASH,
                      _fmt(_metric(r, f"rotation/{part}/r2_pooled")),
                      _fmt(_metric(r, "rotation/r2_pooled_mean_baseline")),
-                     _fmt(_metric(r, f"rotation/{part}/r2_uniform")),
-                     _fmt(_metric(r, "rotation/r2_uniform_mean_baseline")), _fmt(_metric(r, "predictor/val/hit@1")),
+                     _fmt(_metric(r, f"rotation/{part}/r2_uniform_varying")),
+                     _fmt(_metric(r, "rotation/r2_uniform_varying_mean_baseline")),
+                     _fmt(_metric(r, f"rotation/{part}/geodesic_deg")), _fmt(_metric(r, "predictor/val/hit@1")),
                      _fmt(1 / views) if views else DASH])
     return header, rows, reading(runs)
 
@@ -242,7 +244,9 @@ def reading(runs: list[RunInfo]) -> str:
     text = f"Reading ({R2_NAMES.get(r2, r2)} of the relative-rotation probe on val pairs): "
     if ssl:
         def vs_base(e: tuple) -> str:
-            return f"{e[2] - e[3]:+.3f} vs its mean baseline {e[3]:.3f}" if e[3] is not None else "no baseline"
+            text = f"{e[2] - e[3]:+.3f} vs its mean baseline {e[3]:.3f}" if e[3] is not None else "no baseline"
+            varying = _metric(e[0], f"rotation/{e[1]}/r2_uniform_varying")
+            return text + (f"; uniform R² (varying outputs) {varying:.3f}" if varying is not None else "")
         best = max(ssl, key=lambda e: e[2] - (e[3] or 0.0))
         text += f"best self-supervised {best[0].name} ({best[1]}) {best[2]:.3f}, {vs_base(best)}"
         others = [e for e in ssl if e is not best]
