@@ -139,7 +139,7 @@ def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_pa
                     "rotation/equi/geodesic_deg": 41.5, "rotation/full/r2_pooled": 0.35, "predictor/val/hit@1": 0.25}),
         _probe_run(tmp_path, "vicreg", "vicreg", "default",
                    {**base, "linear/full/top1": 55.0, "rotation/full/r2_pooled": 0.25,
-                    "rotation/full/r2_uniform": -0.02}),
+                    "rotation/full/r2_uniform": -0.02, "rotation/full/r2_uniform_varying": -0.05}),
     ]
     assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
@@ -162,6 +162,7 @@ def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_pa
     assert ("best self-supervised sie (equi) 0.400, +0.130 vs its mean baseline 0.270; uniform R² (varying outputs) "
             "0.200") in reading
     assert "supervised ceiling (ceiling) 0.700: the best self-supervised run is 0.300 below it" in reading
+    assert "gap sie (equi) − vicreg (full): +0.150 r2_pooled, +0.250 r2_uniform_varying" in reading
     assert md.index("## Headline") < md.index("## Probe protocols") < md.index("## Our runs") < md.index(
         "## Published numbers")
     protocols = next(rows for title, rows in tables.items() if title.startswith("Probe protocols"))

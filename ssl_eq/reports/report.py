@@ -252,6 +252,7 @@ def reading(runs: list[RunInfo]) -> str:
         others = [e for e in ssl if e is not best]
         if others:
             text += "; " + ", ".join(f"{e[0].name} ({e[1]}) {e[2]:.3f} ({vs_base(e)})" for e in others)
+        text += _part_gap(ssl, r2)
     ceilings = [e for e in entries if _is_ceiling(e[0])]
     if ceilings:
         ceiling = max(ceilings, key=lambda e: e[2])
@@ -260,6 +261,20 @@ def reading(runs: list[RunInfo]) -> str:
     else:
         text += "; no supervised ceiling run in this report"
     return text + "."
+
+
+def _part_gap(ssl: list[tuple], r2: str) -> str:
+    """'; gap: ...' between the best self-supervised run read from an equivariant part and the best read from a
+    full representation (e.g. SIE vs VICReg), in the headline R² and the uniform R² over the varying outputs."""
+    best = {part: max((e for e in ssl if e[1] == part), key=lambda e: e[2], default=None) for part in ("equi", "full")}
+    if best["equi"] is None or best["full"] is None:
+        return ""
+    (eq, _, eq_value, _), (full, _, full_value, _) = best["equi"], best["full"]
+    text = f"; gap {eq.name} (equi) − {full.name} (full): {eq_value - full_value:+.3f} {r2}"
+    eq_varying, full_varying = (_metric(r, f"rotation/{p}/r2_uniform_varying") for r, p in ((eq, "equi"), (full, "full")))
+    if eq_varying is not None and full_varying is not None:
+        text += f", {eq_varying - full_varying:+.3f} r2_uniform_varying"
+    return text
 
 
 def describe_sampling(section: dict[str, Any]) -> str:
