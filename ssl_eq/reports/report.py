@@ -271,7 +271,8 @@ def _part_gap(ssl: list[tuple], r2: str) -> str:
         return ""
     (eq, _, eq_value, _), (full, _, full_value, _) = best["equi"], best["full"]
     text = f"; gap {eq.name} (equi) − {full.name} (full): {eq_value - full_value:+.3f} {r2}"
-    eq_varying, full_varying = (_metric(r, f"rotation/{p}/r2_uniform_varying") for r, p in ((eq, "equi"), (full, "full")))
+    eq_varying = _metric(eq, "rotation/equi/r2_uniform_varying")
+    full_varying = _metric(full, "rotation/full/r2_uniform_varying")
     if eq_varying is not None and full_varying is not None:
         text += f", {eq_varying - full_varying:+.3f} r2_uniform_varying"
     return text
