@@ -117,6 +117,21 @@ def test_hypernetwork_map_changes_with_rotation():
     assert pred.hypernet[-1].bias is None  # SIE: linear map without bias
 
 
+def test_linear_hypernetwork_applies_the_per_sample_maps_without_materialising_them():
+    """SIE's reference materialises W(q) = Linear(q).view(Ee, Ee) per sample and multiplies; the predictor's batched
+    form Σₖ qₖ (Wₖ z) must give the same predictions and the same gradients."""
+    torch.manual_seed(0)
+    pred = HyperNetPredictor(emb_dim=16, action_dim=4)
+    z = torch.randn(5, 16, requires_grad=True)
+    q = canonical_quaternion(torch.randn(5, 4))
+    reference = torch.bmm(pred.weights(q), z.unsqueeze(-1)).squeeze(-1)
+    ref_grads = torch.autograd.grad(reference.square().sum(), [z, pred.hypernet[0].weight])
+    out = pred(z, q)
+    grads = torch.autograd.grad(out.square().sum(), [z, pred.hypernet[0].weight])
+    assert torch.allclose(out, reference, rtol=1e-5, atol=1e-5)
+    assert all(torch.allclose(g, r, rtol=1e-4, atol=1e-4) for g, r in zip(grads, ref_grads))
+
+
 @pytest.mark.parametrize("variant, overrides, layers", [
     ("sie", [], ["Linear"]),
     ("sie_deep_hypernet", [], ["Linear", "ReLU", "Linear", "ReLU", "Linear"]),

@@ -42,7 +42,16 @@ class HyperNetPredictor(nn.Module):
         return self.hypernet(action).view(-1, self.emb_dim, self.emb_dim)
 
     def forward(self, z: Tensor, action: Tensor) -> Tensor:
-        """(B, Ee), (B, A) -> (B, Ee) = W(action) @ z."""
+        """(B, Ee), (B, A) -> (B, Ee) = W(action) @ z.
+
+        The linear hypernetwork (no hidden layer) is linear in the action, W(a) = Σₖ aₖ Wₖ, so W(a) z =
+        Σₖ aₖ (Wₖ z): A matrix products of the whole batch instead of B materialised (Ee, Ee) maps (the same
+        function; memory O(A·Ee²) instead of O(B·Ee²)).
+        """
+        if len(self.hypernet) == 1:
+            basis = self.hypernet[0].weight.view(self.emb_dim, self.emb_dim, -1)   # W[i, j, k] = (Wₖ)ᵢⱼ
+            per_action = torch.einsum("ijk,bj->bki", basis, z)                      # (B, A, Ee): Wₖ z
+            return torch.einsum("bk,bki->bi", action, per_action)
         return torch.bmm(self.weights(action), z.unsqueeze(-1)).squeeze(-1)
 
 
