@@ -244,9 +244,9 @@ def reading(runs: list[RunInfo]) -> str:
     text = f"Reading ({R2_NAMES.get(r2, r2)} of the relative-rotation probe on val pairs): "
     if ssl:
         def vs_base(e: tuple) -> str:
-            text = f"{e[2] - e[3]:+.3f} vs its mean baseline {e[3]:.3f}" if e[3] is not None else "no baseline"
+            base = f"{e[2] - e[3]:+.3f} vs its mean baseline {e[3]:.3f}" if e[3] is not None else "no baseline"
             varying = _metric(e[0], f"rotation/{e[1]}/r2_uniform_varying")
-            return text + (f"; uniform R² (varying outputs) {varying:.3f}" if varying is not None else "")
+            return base + (f"; uniform R² (varying outputs) {varying:.3f}" if varying is not None else "")
         best = max(ssl, key=lambda e: e[2] - (e[3] or 0.0))
         text += f"best self-supervised {best[0].name} ({best[1]}) {best[2]:.3f}, {vs_base(best)}"
         others = [e for e in ssl if e is not best]
@@ -266,7 +266,8 @@ def reading(runs: list[RunInfo]) -> str:
 def _part_gap(ssl: list[tuple], r2: str) -> str:
     """'; gap: ...' between the best self-supervised run read from an equivariant part and the best read from a
     full representation (e.g. SIE vs VICReg), in the headline R² and the uniform R² over the varying outputs."""
-    best = {part: max((e for e in ssl if e[1] == part), key=lambda e: e[2], default=None) for part in ("equi", "full")}
+    best = {part: max((e for e in ssl if e[1] == part), key=lambda e: e[2], default=None)
+            for part in ("equi", "full")}
     if best["equi"] is None or best["full"] is None:
         return ""
     (eq, _, eq_value, _), (full, _, full_value, _) = best["equi"], best["full"]
