@@ -19,7 +19,7 @@ DEFAULT_METHODS = "sie,vicreg,supervised"
 # z within ±120°, a one-parameter group that a supervised net learns across objects at this scale and that SIE's
 # linear hypernetwork can follow (over a full turn the canonical quaternion wraps for half of the pairs).
 # steps None: each method's demo config sets its own budget (trainer.max_steps).
-DEFAULTS = dict(objects=1200, views=8, size=32, steps=None, probe_epochs=30, camera="closeup", rotation_axes="z",
+DEFAULTS = dict(objects=600, views=8, size=32, steps=None, probe_epochs=30, camera="closeup", rotation_axes="z",
                 rotation_range=120.0)
 
 
