@@ -1,4 +1,4 @@
-"""Where the Hydra configuration tree lives (`configs/` at the repository root)."""
+"""Where the Hydra configuration tree lives: `ssl_eq/configs/`, shipped inside the package."""
 from __future__ import annotations
 
 import os
@@ -6,9 +6,10 @@ from pathlib import Path
 
 
 def config_dir() -> Path:
-    """The `configs/` folder; `SSL_EQ_CONFIG_DIR` overrides it (e.g. for a non-editable install)."""
+    """The package's `ssl_eq/configs/` folder; `SSL_EQ_CONFIG_DIR` overrides it (your own tree of the same layout)."""
     env = os.environ.get("SSL_EQ_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    path = Path(env) if env else Path(__file__).resolve().parent / "configs"
     if not path.is_dir():
-        raise FileNotFoundError(f"config folder not found: {path} (set SSL_EQ_CONFIG_DIR)")
+        raise FileNotFoundError(f"config folder not found: {path} (set SSL_EQ_CONFIG_DIR to a folder with "
+                                f"pretrain.yaml and the method/ backbone/ ... groups)")
     return path

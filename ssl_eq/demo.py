@@ -3,7 +3,7 @@
 render (procedural, small close-up images) -> pretrain each method (tiny conv net) -> probe -> report.
 Every step is the public CLI command a researcher would run at full scale, printed before it runs;
 re-running resumes (complete shards and finished runs are kept). Each method `m` of --methods trains with
-configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report.
+ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ DEFAULTS = dict(objects=600, views=8, size=32, steps=None, probe_epochs=30, came
 
 
 def demo_experiments() -> list[str]:
-    """Methods that have a demo config (configs/experiment/demo_<method>.yaml)."""
+    """Methods that have a demo config (ssl_eq/configs/experiment/demo_<method>.yaml)."""
     return sorted(p.stem[len("demo_"):] for p in (config_dir() / "experiment").glob("demo_*.yaml"))
 
 
@@ -33,7 +33,7 @@ def parse_methods(spec: str) -> list[str]:
     missing = [m for m in methods if m not in demo_experiments()]
     if not methods or missing:
         raise ValueError(f"--methods {spec!r}: no demo config for {missing or 'an empty list'}; expected a comma "
-                         f"list of {demo_experiments()} (configs/experiment/demo_<method>.yaml)")
+                         f"list of {demo_experiments()} (ssl_eq/configs/experiment/demo_<method>.yaml)")
     return methods
 
 

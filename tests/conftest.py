@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the Blender ground truth (../shared/fixtures) and small meshes."""
+"""Shared fixtures: paths to the Blender ground truth (tests/data/blender-3diebench) and small meshes."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("SSL_EQ_FIXTURES", REPO.parent / "shared" / "fixtures")) / "blender-3diebench"
+FIXTURES = Path(os.environ.get("SSL_EQ_FIXTURES", REPO / "tests" / "data")) / "blender-3diebench"
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from ssl_eq.renderers.sources import make_source
 from ssl_eq.renderers.sources.meshfiles import load_mesh_file
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared/fixtures/blender-3diebench"
+FIXTURES = REPO / "tests/data/blender-3diebench"
 # 3DIEBench-T translations (object frame) for the 8 mug views: the first four push it against the frame's edges
 MUG_T = np.array([[0.5, 0.5, 0.5], [-0.5, -0.5, 0.5], [0.5, -0.5, -0.5], [-0.5, 0.5, -0.5],
                   [0.1, -0.2, 0.3], [-0.3, 0.4, -0.1], [0.25, 0.0, -0.45], [0.0, 0.3, 0.2]])

@@ -60,7 +60,7 @@ LOADERS: dict[str, Callable[..., DataLoader | ThreadLoader]] = {
 class SSLDataModule(pl.LightningDataModule):
     """Loaders for dataset `root` (native format). kind: "view" | "pair" | "sequence" (num_views per item).
 
-    Arguments mirror the `data` section of configs/pretrain.yaml; pin_memory None pins when CUDA is available.
+    Arguments mirror the `data` section of ssl_eq/configs/pretrain.yaml; pin_memory None pins when CUDA is available.
     `num_replicas` / `rank` default to the attached trainer's world size / global rank (1 / 0 without one).
     `quaternion_sign` / `colour_targets`: conventions of the actions in pair / sequence batches
     (`ssl_eq.datasets.relative`).

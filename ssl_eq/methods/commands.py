@@ -1,4 +1,4 @@
-"""`ssl-eq pretrain`: Hydra-style overrides over configs/pretrain.yaml."""
+"""`ssl-eq pretrain`: Hydra-style overrides over ssl_eq/configs/pretrain.yaml."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ LR_BACKOFF = 10  # the NaN advice suggests a learning rate this many times lower
 
 
 def group_options(group: str) -> list[str]:
-    """Names of the YAML files in configs/<group>/."""
+    """Names of the YAML files in ssl_eq/configs/<group>/."""
     from ssl_eq.config import config_dir
 
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))

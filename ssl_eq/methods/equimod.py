@@ -2,7 +2,7 @@
 equivariant projection whose prediction for view 2, conditioned on the transformation, is contrasted with
 view 2's equivariant embedding (../shared/reference/equicaps.md §8).
 
-Both projectors read the whole backbone representation (B, D). Forms (configs/method/):
+Both projectors read the whole backbone representation (B, D). Forms (ssl_eq/configs/method/):
 - `equimod` (SIE repository's 3DIEBench baseline): 2048-2048-2048 projectors, hypernetwork predictor
   W(a)·z, NT-Xent τ 0.1, L = L_inv + 4.5·L_equi;
 - `equimod_seqjepa` (seq-JEPA repository): 1024-1024-128 projectors ending in BN(affine=False), predictor

@@ -2,7 +2,7 @@
 
 Each method module registers its class with `@register_method(name)`; `get_method` imports every
 top-level module of this package once, so adding a method is adding one file (plus
-configs/method/<name>.yaml). Shared building blocks live in the sub-package `ssl_eq.methods.blocks`,
+ssl_eq/configs/method/<name>.yaml). Shared building blocks live in the sub-package `ssl_eq.methods.blocks`,
 which discovery does not scan; infrastructure modules (base, run, ...) are imported and register nothing.
 """
 from __future__ import annotations

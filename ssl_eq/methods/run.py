@@ -28,7 +28,7 @@ MODEL_TRAINER_KEYS = ("channels_last",)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """configs/pretrain.yaml composed with Hydra-style overrides (`method=sie`, `trainer.max_steps=10`).
+    """ssl_eq/configs/pretrain.yaml composed with Hydra-style overrides (`method=sie`, `trainer.max_steps=10`).
 
     Raises ValueError naming the unknown group option / key and listing the valid ones.
     """

@@ -4,7 +4,7 @@ hypernetwork predictor conditioned on the relative rotation between two views.
 Representation (B, D) = [inv (B, Di) | equi (B, De)]; each part has its own projector.
 The predictor maps view 1's equivariant embedding (B, Ee) and the relative-rotation
 quaternion (B, 4) wxyz to view 2's equivariant embedding. The objective is the reference's `SIE` class
-(with the variance hinge on the predictions). Variants are configs (configs/method/sie_*.yaml): without the
+(with the variance hinge on the predictions). Variants are configs (ssl_eq/configs/method/sie_*.yaml): without the
 predictor-variance term (`sie_novar`, the paper's ablation), only-equivariant (split.inv = 0), a deeper
 hypernetwork, and an MLP predictor on [quaternion; embedding].
 """

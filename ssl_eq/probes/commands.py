@@ -8,7 +8,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
-                    "of a protocol (configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
+                    "of a protocol (ssl_eq/configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
                     "scalars and PNGs.")
     p.add_argument("run_dir", help="run folder with config.yaml and checkpoints/last.ckpt")
     p.add_argument("--data", help="dataset folder (default: the one named in RUN_DIR/config.yaml)")
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
     p.add_argument("--device", default="cpu", help="torch device for extraction and probe heads (default cpu)")
-    p.add_argument("--protocol", help="probe protocol preset in configs/probe/: default (fresh pairs, held-out "
+    p.add_argument("--protocol", help="probe protocol preset in ssl_eq/configs/probe/: default (fresh pairs, held-out "
                                       "epoch selection) or sie_reference (the SIE / EquiCaps papers' protocol); "
                                       "default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")

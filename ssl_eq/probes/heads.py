@@ -27,7 +27,7 @@ PREDICT_CHUNK = 4096
 
 @dataclass
 class HeadConfig:
-    """Optimisation of one probe head (values come from configs/probe/*.yaml)."""
+    """Optimisation of one probe head (values come from ssl_eq/configs/probe/*.yaml)."""
     hidden: list[int] = field(default_factory=list)   # [] = linear head
     epochs: int = 300
     lr: float = 1e-3

@@ -37,13 +37,13 @@ RUN_CONVENTION_KEYS = {"quaternion_sign": ("data.quaternion_sign", DEFAULT_QUATE
 
 
 def protocols() -> list[str]:
-    """Names of the probe protocols shipped in configs/probe/ (`--protocol`)."""
+    """Names of the probe protocols shipped in ssl_eq/configs/probe/ (`--protocol`)."""
     return sorted(p.stem for p in (config_dir() / "probe").glob("*.yaml"))
 
 
 def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
                       protocol: str | None = None) -> dict[str, Any]:
-    """configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict; `epochs`
+    """ssl_eq/configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict; `epochs`
     overrides every probe's epochs. `protocol` in the result names the protocol (the file's stem if it has none)."""
     if path and protocol:
         raise ValueError("give either --config FILE or --protocol NAME, not both")
@@ -167,7 +167,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
                protocol: str | None = None) -> dict[str, Any]:
     """Probe a run folder (docs/architecture.md "Runs and models") and write RUN/probe/probe.json -> its content.
 
-    protocol: a configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
+    protocol: a ssl_eq/configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
     from torch.utils.tensorboard import SummaryWriter
 
     from ssl_eq.datasets.native import NativeDataset

@@ -34,7 +34,7 @@ class HyperNetPredictor(nn.Module):
 
     @classmethod
     def from_config(cls, emb_dim: int, method: DictConfig) -> "HyperNetPredictor":
-        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden."""
+        """From ssl_eq/configs/method/sie*.yaml: method.action_dim, method.predictor.hidden."""
         return cls(emb_dim, int(method.action_dim), list(method.predictor.hidden))
 
     def weights(self, action: Tensor) -> Tensor:
@@ -69,7 +69,7 @@ class MLPPredictor(nn.Module):
 
     @classmethod
     def from_config(cls, emb_dim: int, method: DictConfig) -> "MLPPredictor":
-        """From configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.predictor.batch_norm."""
+        """From ssl_eq/configs/method/sie*.yaml: method.action_dim, method.predictor.hidden, method.predictor.batch_norm."""
         p = method.predictor
         return cls(emb_dim, int(method.action_dim), list(p.hidden), bool(p.batch_norm))
 
@@ -91,7 +91,7 @@ class ActionEmbeddingPredictor(nn.Module):
 
     @classmethod
     def from_config(cls, emb_dim: int, method: DictConfig) -> "ActionEmbeddingPredictor":
-        """From configs/method/equimod_seqjepa.yaml: method.action_dim."""
+        """From ssl_eq/configs/method/equimod_seqjepa.yaml: method.action_dim."""
         return cls(emb_dim, int(method.action_dim))
 
     def forward(self, z: Tensor, action: Tensor) -> Tensor:
