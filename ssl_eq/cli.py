@@ -36,12 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """A command that parses its own command line (`own_argv`, e.g. the Hydra app `pretrain`) gets the words
+    after its name as args.argv; the others are parsed here (key=value words as args.overrides if accepted)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    sub = commands.get(argv[0]) if argv else None
+    if sub is not None and sub.get_default("own_argv"):
+        return argparse.Namespace(command=argv[0], func=sub.get_default("func"), argv=argv[1:],
+                                  debug="--debug" in argv[1:])
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = extra
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse(parser, list(sys.argv[1:] if argv is None else argv))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

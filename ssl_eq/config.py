@@ -13,3 +13,14 @@ def config_dir() -> Path:
         raise FileNotFoundError(f"config folder not found: {path} (set SSL_EQ_CONFIG_DIR to a folder with "
                                 f"pretrain.yaml and the method/ backbone/ ... groups)")
     return path
+
+
+# config groups of `ssl-eq pretrain` (folders of ssl_eq/configs/) that a user picks options of
+CONFIG_GROUPS = ("method", "backbone", "augment", "experiment", "logger", "callbacks")
+# groups whose option is a section of the composed config (an experiment may set keys of the option it picks)
+SECTION_GROUPS = ("method", "backbone", "augment")
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAML files in ssl_eq/configs/<group>/."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))

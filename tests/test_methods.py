@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from ssl_eq.datasets.relative import relative_transform
 from ssl_eq.geometry import canonical_quaternion
 from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method, compose_config
-from ssl_eq.methods.commands import group_options
+from ssl_eq.config import group_options
 from ssl_eq.methods.base import r2_from_statistics, r2_statistics
 from ssl_eq.methods.blocks.predictors import HyperNetPredictor, MLPPredictor
 from ssl_eq.methods.sie import sie_loss

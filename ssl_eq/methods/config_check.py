@@ -54,6 +54,7 @@ RANGES: dict[str, Range] = {
     "trainer.gradient_clip_val": Range(float, 0, low_open=True, nullable=True),
     "checkpoint.every_n_steps": Range(int, 1),
     "checkpoint.last_every_n_steps": Range(int, 1),
+    "checkpoint.keep": Range(int, 1, nullable=True),
     "method.optim.lr": Range(float, 0, low_open=True),
     "method.optim.weight_decay": Range(float, 0),
     "method.optim.warmup_steps": Range(int, 0),

@@ -5,14 +5,14 @@ RUN/checkpoints/last.ckpt + periodic step=N.ckpt, RUN/tb/ (TensorBoard), RUN/met
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ssl_eq.config import config_dir
-from ssl_eq.methods.commands import CONFIG_GROUPS, group_options
+from ssl_eq.config import CONFIG_GROUPS, SECTION_GROUPS, config_dir, group_options
 from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
@@ -22,40 +22,142 @@ from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
-RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir")  # run_dir: a moved run folder resumes
+RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir", "logger", "callbacks")
 # keys of the `trainer` section read by the model, not passed to pl.Trainer
 MODEL_TRAINER_KEYS = ("channels_last",)
+# pl.Trainer arguments that other sections own
+TRAINER_OWNED = {"logger": "choose loggers with logger=NAME or logger=[NAME,NAME] (options: {logger})",
+                 "callbacks": "add callbacks with +callbacks.NAME._target_=CLASS (options: callbacks={callbacks})",
+                 "default_root_dir": "set run_dir=DIR"}
+# a logger's package that is not a dependency of ssl_eq
+LOGGER_PACKAGES = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow", "NeptuneLogger": "neptune",
+                   "CometLogger": "comet_ml"}
+
+log = logging.getLogger(__name__)
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[Any]:
+    """Hydra's own parser: `key=value` strings -> hydra Override objects (ValueError on a syntax error)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ValueError(f"bad override syntax: {str(e).splitlines()[0]}") from e
+
+
+def _is_hydra(override: Any) -> bool:
+    return override.key_or_group.startswith(("hydra.", "hydra/")) or override.key_or_group == "hydra"
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """pretrain.yaml composed with `overrides`, inside a running Hydra app (a sweep job) or on its own."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=ROOT_CONFIG, overrides=overrides)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=None, job_name="pretrain"):
+        return compose(config_name=ROOT_CONFIG, overrides=overrides)
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """ssl_eq/configs/pretrain.yaml composed with Hydra-style overrides (`method=sie`, `trainer.max_steps=10`).
 
-    Raises ValueError naming the unknown group option / key and listing the valid ones.
+    Raises ValueError naming the unknown group option / key and listing the valid ones. `hydra...`
+    overrides are accepted and ignored (they configure the `ssl-eq pretrain` application).
     """
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    overrides = list(overrides)
-    for o in overrides:
-        group, _, value = o.lstrip("+~").partition("=")
-        if group in CONFIG_GROUPS and value and value not in group_options(group):
-            raise ValueError(f"unknown {group} {value!r}; valid: {group_options(group)}")
+    parsed = parse_overrides(overrides)
+    _check_group_options(parsed)
+    task = [o.input_line for o in parsed if not _is_hydra(o)]
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base=None, job_name="pretrain"):
-            cfg = compose(config_name=ROOT_CONFIG, overrides=overrides)
+        cfg = _compose(task)
     except HydraException as e:
-        raise ValueError(_explain_override_error(overrides, e)) from e
+        raise ValueError(_explain_override_error(task, e)) from e
+    return finish_config(cfg, task)
+
+
+def _check_group_options(parsed: list[Any]) -> None:
+    """Each `group=option` (or `group=[a,b]`) names existing options of the group."""
+    for o in parsed:
+        if o.key_or_group not in CONFIG_GROUPS or o.is_delete() or o.is_sweep_override():
+            continue
+        value = o.value()
+        for option in value if isinstance(value, list) else [value]:
+            if option is not None and str(option) not in group_options(o.key_or_group):
+                raise ValueError(f"unknown {o.key_or_group} {option!r}; valid: {group_options(o.key_or_group)}")
+
+
+def finish_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """A composed config made ready to run: keys an experiment set for another option of a group dropped,
+    values checked (ValueError listing every bad one), loggers checked importable."""
+    _drop_experiment_leftovers(cfg, overrides)
     check_config(cfg, _group_defaults(overrides))
+    _check_loggers(cfg)
     return cfg
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, DictConfig):
+        return [prefix.rstrip(".")]
+    return [p for k in node.keys() for p in _leaf_paths(node._get_node(k), f"{prefix}{k}.")] or [prefix.rstrip(".")]
+
+
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def _drop_experiment_leftovers(cfg: DictConfig, overrides: list[str]) -> None:
+    """`experiment=E backbone=B`: E's keys for its own backbone that B does not have (e.g. small_cnn's `widths`
+    under resnet18) are dropped with a log line; one given on the command line is refused, naming it."""
+    parsed = [o for o in parse_overrides(overrides) if not o.is_delete()]
+    if not any(o.key_or_group == "experiment" and o.value() for o in parsed):
+        return
+    choices = [o.input_line for o in parsed if o.key_or_group in SECTION_GROUPS]
+    if not choices:
+        return
+    alone = _compose(choices)
+    given = [o.key_or_group for o in parsed if o.key_or_group not in CONFIG_GROUPS]
+    for o in parsed:
+        group = o.key_or_group
+        if group not in SECTION_GROUPS:
+            continue
+        for path in _leaf_paths(cfg[group]):
+            key = f"{group}.{path}"
+            if not path or _has_key(alone, key):
+                continue
+            if any(g == key or g.startswith(key + ".") or key.startswith(g + ".") for g in given):
+                raise ValueError(f"unknown config key {key!r}: {group} {o.value()!r} has no such key; valid keys "
+                                 f"there: {sorted(alone[group].keys())}")
+            parent, _, leaf = key.rpartition(".")
+            with open_dict(cfg):
+                del OmegaConf.select(cfg, parent)[leaf]
+            log.warning("%s dropped: the experiment sets it for another %s than %r", key, group, o.value())
+
+
+def _check_loggers(cfg: DictConfig) -> None:
+    """Every logger's package is installed (wandb, mlflow are optional extras)."""
+    import importlib.util
+
+    for name, spec in (cfg.get("logger") or {}).items():
+        package = LOGGER_PACKAGES.get(str(spec.get("_target_", "")).rpartition(".")[2])
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(f"logger={name} needs the {package} package (pip install {package}); or use "
+                             f"logger=tensorboard, logger=csv or logger=none")
 
 
 def _group_defaults(overrides: list[str]) -> DictConfig:
     """The config composed with only the config-group choices of `overrides` (its values are the defaults)."""
-    from hydra import compose, initialize_config_dir
-
     groups = [o for o in overrides if o.lstrip("+~").partition("=")[0] in CONFIG_GROUPS]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base=None, job_name="pretrain"):
-        return compose(config_name=ROOT_CONFIG, overrides=groups)
+    return _compose(groups)
 
 
 def _explain_override_error(overrides: list[str], error: Exception) -> str:
@@ -74,7 +176,7 @@ def _explain_override_error(overrides: list[str], error: Exception) -> str:
             if OmegaConf.is_missing(node, part):
                 break
             node = node[part]
-    return f"bad overrides {overrides}: {error}"
+    return f"bad overrides {overrides}: {str(error).splitlines()[0]}"
 
 
 def build_method(config: dict[str, Any] | DictConfig) -> BaseMethod:
@@ -121,7 +223,12 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
     t = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
     kwargs = {k: v for k, v in t.items() if k not in MODEL_TRAINER_KEYS}
-    valid = set(inspect.signature(pl.Trainer).parameters)
+    valid = set(inspect.signature(pl.Trainer).parameters) - set(TRAINER_OWNED)
+    owned = sorted(set(kwargs) & set(TRAINER_OWNED))
+    if owned:
+        advice = TRAINER_OWNED[owned[0]].format(logger=", ".join(group_options("logger")),
+                                                callbacks=", ".join(group_options("callbacks")))
+        raise ValueError(f"trainer.{owned[0]}: not set in the trainer section; {advice}")
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise ValueError(f"trainer.{unknown[0]}: not an argument of pytorch_lightning.Trainer; valid: "
@@ -135,6 +242,44 @@ def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             reason = f"accelerator {accel!r} is not CUDA" if not cuda else "a single rank"
             rank_zero_info(f"trainer.sync_batchnorm=true ignored: {reason} (BN statistics stay per rank)")
     return kwargs
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    """The `logger` section's loggers (each `NAME: {_target_: CLASS, ...}`), instantiated by Hydra."""
+    from hydra.utils import instantiate
+
+    return [instantiate(spec) for spec in (cfg.get("logger") or {}).values() if spec]
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path, run_callbacks: list[Any]) -> list[Any]:
+    """Checkpointing (periodic step=N.ckpt, the newest `checkpoint.keep`; last.ckpt, the resume point), the
+    step progress bar, `run_callbacks` and the `callbacks` section's (instantiated by Hydra)."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from ssl_eq.methods.callbacks import StepProgressBar
+
+    ckpt = cfg.checkpoint
+    keep = ckpt.get("keep")
+    periodic = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, filename="step={step}", auto_insert_metric_name=False,
+                               every_n_train_steps=ckpt.every_n_steps, save_top_k=-1 if keep is None else keep,
+                               monitor="step", mode="max")
+    last = ModelCheckpoint(dirpath=run_dir / CHECKPOINT_DIR, every_n_train_steps=ckpt.last_every_n_steps,
+                           save_top_k=0, save_last=True)
+    progress = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    extra = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    return [periodic, last, *progress, *run_callbacks, *extra]
+
+
+def log_final_hparams(trainer: Any, cfg: DictConfig, metrics: dict[str, torch.Tensor]) -> None:
+    """TensorBoard's HParams tab: the run's config with its final metrics (as final/<metric>)."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    final = {f"final/{k}": float(v) for k, v in metrics.items() if v.numel() == 1}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True), metrics=final)
+            logger.finalize("success")
 
 
 def _start_checkpoint(cfg: DictConfig, last: Path) -> tuple[Path | None, OptimizerSettings | None]:
@@ -190,8 +335,6 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     up wall_s). Raises NonFiniteLossError on a NaN / inf loss; any failure is recorded in metrics.json.
     """
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
     from pytorch_lightning.utilities import rank_zero_info
 
     from ssl_eq.datasets import SSLDataModule
@@ -206,17 +349,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     start_from, optim_change = _start_checkpoint(cfg, last)
     previous = read_json_object(summary_file, "run summary") if last.is_file() and summary_file.is_file() else {}
     clock = WallClock(previous.get("wall_s", 0.0))
-    trainer = pl.Trainer(
-        **trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
-        callbacks=[
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
-                            every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=-1),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint.last_every_n_steps,
-                            save_top_k=0, save_last=True),
-            LearningRateMonitor("step"), clock, *([optim_change] if optim_change else []),
-        ],
-    )
+    trainer = pl.Trainer(**trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
+                         logger=build_loggers(cfg) or False,
+                         callbacks=build_callbacks(cfg, run_dir, [clock, *([optim_change] if optim_change else [])]))
     world = trainer.world_size
     if cfg.data.batch_size % world:
         raise ValueError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by the "
@@ -256,6 +391,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
             metrics.update(trainer.callback_metrics)  # validate() resets them
             trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
+        metrics.update(trainer.callback_metrics)
+        log_final_hparams(trainer, cfg, metrics)
     except BaseException as e:
         status = f"failed: {type(e).__name__}: {e}"
         raise
