@@ -8,6 +8,7 @@ writes anything. A single run writes into `run_dir`; a sweep writes one run fold
 """
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_eq.config import config_dir
-from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, parse_overrides
+from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, is_hydra_override, parse_overrides
 
 LR_BACKOFF = 10  # the NaN advice suggests a learning rate this many times lower
 NAN_EXIT = 3
@@ -100,6 +101,20 @@ def check_job_folders(hydra: Any, config_name: str, jobs: list[list[str]]) -> No
         seen[folder] = job
 
 
+def name_folders_by_swept_keys(hydra: Any, config_name: str, overrides: list[str]) -> list[str]:
+    """`overrides` + the Hydra override that names each job's folder by its swept keys only (`seed=0,...`): the
+    fixed ones are added to hydra.job.config.override_dirname.exclude_keys (file names stay short)."""
+    from hydra.types import RunMode
+
+    parsed = [o for o in parse_overrides(overrides) if not is_hydra_override(o)]
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    cfg = hydra.compose_config(config_name=config_name, overrides=overrides, run_mode=RunMode.MULTIRUN,
+                               with_log_configuration=False)
+    exclude = [*cfg.hydra.job.config.override_dirname.exclude_keys,
+               *sorted({o.key_or_group for o in parsed} - swept)]
+    return [*overrides, "hydra.job.config.override_dirname.exclude_keys=[" + ",".join(f"'{k}'" for k in exclude) + "]"]
+
+
 def _create_hydra(args: Any) -> Any:
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -141,6 +156,8 @@ def main(argv: list[str]) -> int:
         jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
         check_jobs(jobs, args.multirun) if args.cfg is None else compose_config(args.overrides)  # one-line errors
     hydra = _create_hydra(args)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # Hydra configures the root logger: restored afterwards
     try:
         if args.help:
             hydra.app_help(config_name=config_name, args_parser=parser, args=args)
@@ -158,8 +175,9 @@ def main(argv: list[str]) -> int:
         elif args.shell_completion:
             hydra.shell_completion(config_name=config_name, overrides=args.overrides)
         elif args.multirun:
-            check_job_folders(hydra, config_name, jobs)
-            returns = hydra.multirun(config_name=config_name, task_function=pretrain_job, overrides=args.overrides)
+            overrides = name_folders_by_swept_keys(hydra, config_name, args.overrides)
+            check_job_folders(hydra, config_name, [[*job, overrides[-1]] for job in jobs])
+            returns = hydra.multirun(config_name=config_name, task_function=pretrain_job, overrides=overrides)
             return _report([ret.return_value for batch in returns for ret in batch])
         else:
             result = hydra.run(config_name=config_name, task_function=pretrain_job,
@@ -172,3 +190,4 @@ def main(argv: list[str]) -> int:
         raise ValueError(str(e).strip().splitlines()[0]) from e
     finally:
         GlobalHydra.instance().clear()
+        root.handlers[:], root.level = handlers, level

@@ -47,7 +47,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[Any]:
         raise ValueError(f"bad override syntax: {str(e).splitlines()[0]}") from e
 
 
-def _is_hydra(override: Any) -> bool:
+def is_hydra_override(override: Any) -> bool:
     return override.key_or_group.startswith(("hydra.", "hydra/")) or override.key_or_group == "hydra"
 
 
@@ -72,7 +72,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
     parsed = parse_overrides(overrides)
     _check_group_options(parsed)
-    task = [o.input_line for o in parsed if not _is_hydra(o)]
+    task = [o.input_line for o in parsed if not is_hydra_override(o)]
     try:
         cfg = _compose(task)
     except HydraException as e:
@@ -255,7 +255,7 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, run_callbacks: list[Any]) ->
     """Checkpointing (periodic step=N.ckpt, the newest `checkpoint.keep`; last.ckpt, the resume point), the
     step progress bar, `run_callbacks` and the `callbacks` section's (instantiated by Hydra)."""
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from ssl_eq.methods.callbacks import StepProgressBar
 
@@ -268,6 +268,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path, run_callbacks: list[Any]) ->
                            save_top_k=0, save_last=True)
     progress = [StepProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     extra = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    if not cfg.get("logger"):  # nothing to log to: LearningRateMonitor would refuse the run
+        extra = [c for c in extra if not isinstance(c, LearningRateMonitor)]
     return [periodic, last, *progress, *run_callbacks, *extra]
 
 
