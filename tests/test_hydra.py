@@ -186,3 +186,33 @@ def test_one_progress_bar_over_max_steps(data_root, tmp_path, capsys):
              "trainer.limit_val_batches=0", "logger=none")
     out = capsys.readouterr().out
     assert "steps: 100%" in out and "3/3" in out and "Epoch" not in out and "train/loss=" in out
+
+
+def test_probe_protocol_overrides_are_checked():
+    from ssl_eq.probes.runner import load_probe_config
+
+    cfg = load_probe_config(overrides=["probes.linear.epochs=5", "probes.rotation.hidden=[64]"])
+    assert cfg["probes"]["linear"]["epochs"] == 5 and cfg["probes"]["rotation"]["hidden"] == [64]
+    assert load_probe_config(protocol="sie_reference", overrides=["seed=3"])["seed"] == 3
+    with pytest.raises(ValueError, match=r"unknown config key 'probes.linear.epochz'.*'epochs'"):
+        load_probe_config(overrides=["probes.linear.epochz=5"])
+    with pytest.raises(ValueError, match=r"probes.linear.epochs='five': expected an integer"):
+        load_probe_config(overrides=["probes.linear.epochs=five"])
+
+
+def test_probe_and_orbit_take_overrides_on_the_command_line(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny_run(data_root, run, "logger=none", "trainer.limit_val_batches=0")
+    capsys.readouterr()
+    assert main(["probe", str(run), "probes.linear.epochz=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown config key 'probes.linear.epochz'" in err
+    assert main(["probe", str(run), "--probes", "linear", "probes.linear.epochs=2", "extraction.batch_size=8"]) == 0
+    probe = json.loads((run / "probe" / "probe.json").read_text())
+    assert probe["config"]["probes"]["linear"]["epochs"] == 2 and probe["config"]["extraction"]["batch_size"] == 8
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "stepz=3"]) == 2
+    assert "unknown config key 'stepz'" in capsys.readouterr().err
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "objects=many"]) == 2
+    assert "objects='many': expected an integer" in capsys.readouterr().err
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "steps=1"]) == 2
+    assert "steps" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_eq.config import config_dir
-from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, is_hydra_override, parse_overrides
+from ssl_eq.config import config_dir, parse_overrides
+from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, is_hydra_override
 
 LR_BACKOFF = 10  # the NaN advice suggests a learning rate this many times lower
 NAN_EXIT = 3

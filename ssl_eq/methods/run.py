@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ssl_eq.config import CONFIG_GROUPS, SECTION_GROUPS, config_dir, group_options
+from ssl_eq.config import (CONFIG_GROUPS, SECTION_GROUPS, config_dir, group_options, has_key,
+                           parse_overrides)
 from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
@@ -34,17 +35,6 @@ LOGGER_PACKAGES = {"WandbLogger": "wandb", "MLFlowLogger": "mlflow", "NeptuneLog
                    "CometLogger": "comet_ml"}
 
 log = logging.getLogger(__name__)
-
-
-def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[Any]:
-    """Hydra's own parser: `key=value` strings -> hydra Override objects (ValueError on a syntax error)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        return OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as e:
-        raise ValueError(f"bad override syntax: {str(e).splitlines()[0]}") from e
 
 
 def is_hydra_override(override: Any) -> bool:
@@ -106,15 +96,6 @@ def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
     return [p for k in node.keys() for p in _leaf_paths(node._get_node(k), f"{prefix}{k}.")] or [prefix.rstrip(".")]
 
 
-def _has_key(cfg: DictConfig, key: str) -> bool:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, DictConfig) or part not in node.keys():
-            return False
-        node = node._get_node(part)
-    return True
-
-
 def _drop_experiment_leftovers(cfg: DictConfig, overrides: list[str]) -> None:
     """`experiment=E backbone=B`: E's keys for its own backbone that B does not have (e.g. small_cnn's `widths`
     under resnet18) are dropped with a log line; one given on the command line is refused, naming it."""
@@ -132,7 +113,7 @@ def _drop_experiment_leftovers(cfg: DictConfig, overrides: list[str]) -> None:
             continue
         for path in _leaf_paths(cfg[group]):
             key = f"{group}.{path}"
-            if not path or _has_key(alone, key):
+            if not path or has_key(alone, key):
                 continue
             if any(g == key or g.startswith(key + ".") or key.startswith(g + ".") for g in given):
                 raise ValueError(f"unknown config key {key!r}: {group} {o.value()!r} has no such key; valid keys "

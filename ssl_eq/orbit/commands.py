@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
 
+from ssl_eq.config import apply_overrides
 from ssl_eq.orbit.latents import LATENT_ORBITS, RANGES
 
 
@@ -29,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=_run)
+    p.epilog = ("KEY=VALUE overrides of the orbit options (Hydra syntax), e.g. steps=12 objects=4 range=dataset "
+                "latents=[rot_x,floor_hue]")
+    p.set_defaults(func=_run, accepts_overrides=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -39,4 +44,8 @@ def _run(args: argparse.Namespace) -> int:
     opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
                         source=args.source, source_root=args.source_root, device=args.device,
                         batch_size=args.batch_size)
-    return analyse(args.run_dirs, args.out, opts, debug=args.debug)
+    words = [*args.run_dirs, *args.overrides]  # a run folder may contain "=" (a sweep job's folder): it exists
+    run_dirs = [w for w in words if "=" not in w or Path(w).exists()]
+    overrides = [w for w in words if w not in run_dirs]
+    opts = OrbitOptions(**apply_overrides(dataclasses.asdict(opts), overrides, "ssl-eq orbit's options"))
+    return analyse(run_dirs, args.out, opts, debug=args.debug)

@@ -11,6 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "of a protocol (ssl_eq/configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
                     "scalars and PNGs.")
     p.add_argument("run_dir", help="run folder with config.yaml and checkpoints/last.ckpt")
+    p.epilog = ("KEY=VALUE overrides of the protocol's config (any number, Hydra syntax), e.g. "
+                "probes.linear.epochs=5 extraction.batch_size=64 probes.rotation.hidden=[256]")
     p.add_argument("--data", help="dataset folder (default: the one named in RUN_DIR/config.yaml)")
     p.add_argument("--probes", default="all",
                    help="'all' or a comma-separated list of: linear, rotation, view_rotation, colour, translation, "
@@ -22,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, accepts_overrides=True)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ssl_eq.probes.runner import format_summary, run_probes
 
     report = run_probes(args.run_dir, data=args.data, probes=args.probes, epochs=args.epochs, device=args.device,
-                        config=args.config, protocol=args.protocol)
+                        config=args.config, protocol=args.protocol, overrides=args.overrides)
     print(format_summary(report))
     return 0

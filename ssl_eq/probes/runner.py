@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ssl_eq.config import config_dir
+from ssl_eq.config import apply_overrides, config_dir
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.probes.features import extract_features, file_digest, load_cached, save_cached
 from ssl_eq.probes.targets import MissingLatents
@@ -42,9 +42,10 @@ def protocols() -> list[str]:
 
 
 def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
-                      protocol: str | None = None) -> dict[str, Any]:
-    """ssl_eq/configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict; `epochs`
-    overrides every probe's epochs. `protocol` in the result names the protocol (the file's stem if it has none)."""
+                      protocol: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """ssl_eq/configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict, with
+    `key=value` overrides (e.g. probes.linear.epochs=5); `epochs` overrides every probe's epochs. `protocol` in
+    the result names the protocol (the file's stem if it has none)."""
     if path and protocol:
         raise ValueError("give either --config FILE or --protocol NAME, not both")
     if not path and (protocol or DEFAULT_PROTOCOL) not in protocols():
@@ -55,6 +56,7 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
         raise FileNotFoundError(f"probe config not found: {path}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     cfg.setdefault("protocol", path.stem)
+    cfg = apply_overrides(cfg, overrides, f"probe protocol {cfg['protocol']} ({path})")
     if epochs is not None:
         if epochs < 1:
             raise ValueError(f"--epochs must be >= 1, got {epochs}")
@@ -164,7 +166,7 @@ def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[
 
 def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str = "all",
                epochs: int | None = None, device: str = "cpu", config: str | Path | None = None,
-               protocol: str | None = None) -> dict[str, Any]:
+               protocol: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Probe a run folder (docs/architecture.md "Runs and models") and write RUN/probe/probe.json -> its content.
 
     protocol: a ssl_eq/configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
@@ -180,7 +182,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     if not ckpt.is_file():
         raise FileNotFoundError(f"{run_dir}: no checkpoint at {ckpt} (was the run trained to its first save?)")
     names = select_probes(probes)
-    cfg = load_probe_config(epochs, config, protocol)
+    cfg = load_probe_config(epochs, config, protocol, overrides)
     run_cfg = _run_config(run_dir)
     conventions = resolve_conventions(cfg, run_cfg)
     data_dir = Path(data) if data else _dataset_from_run(run_dir)
