@@ -210,9 +210,36 @@ def test_probe_and_orbit_take_overrides_on_the_command_line(data_root, tmp_path,
     assert main(["probe", str(run), "--probes", "linear", "probes.linear.epochs=2", "extraction.batch_size=8"]) == 0
     probe = json.loads((run / "probe" / "probe.json").read_text())
     assert probe["config"]["probes"]["linear"]["epochs"] == 2 and probe["config"]["extraction"]["batch_size"] == 8
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    plots = [Path(p).stem for r in probe["probes"].values() for p in r.get("plots", [])]
+    events = EventAccumulator(str(run / "probe" / "tb"))
+    events.Reload()
+    assert plots and {f"probe/{p}" for p in plots} <= set(events.Tags()["images"])  # the probe's figures
     assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "stepz=3"]) == 2
     assert "unknown config key 'stepz'" in capsys.readouterr().err
     assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "objects=many"]) == 2
     assert "objects='many': expected an integer" in capsys.readouterr().err
     assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "steps=1"]) == 2
     assert "steps" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_pngs_become_tensorboard_images(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ssl_eq.utils.tensorboard import log_pngs
+
+    fig, ax = plt.subplots(figsize=(2, 1.5), dpi=50)
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(tmp_path / "rot_x_full_curves.png")
+    plt.close(fig)
+    log_pngs(tmp_path / "tb", [tmp_path / "rot_x_full_curves.png"], "orbit")
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert events.Tags()["images"] == ["orbit/rot_x_full_curves"]
+    image = events.Images("orbit/rot_x_full_curves")[0]
+    assert (image.width, image.height) == (100, 75)

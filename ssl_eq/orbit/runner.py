@@ -25,10 +25,12 @@ from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
 from ssl_eq.orbit.latents import LATENT_ORBITS, OrbitPlan, check_latent, check_range_steps, orbit_latents, plan_orbit
 from ssl_eq.utils.io import read_json, write_json_atomic
+from ssl_eq.utils.tensorboard import log_pngs
 
 ORBIT_DIR = "orbit"
 ORBIT_JSON = "orbit.json"
 PROBE_HEADS = "probe/rotation_head_*.pt"
+PROBE_TB = Path("probe") / "tb"  # the probe's TensorBoard folder: the orbit figures join its images
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 FIGURES = ("curves", "polar", "pca")
 
@@ -290,6 +292,7 @@ class OrbitAnalysis:
             print(f"  {key}: {len(kept)} objects x {len(plan.offsets)} frames", flush=True)
             record = _finite(record)
             record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
+            log_pngs(run_dir / PROBE_TB, [run_dir / ORBIT_DIR / p for p in record["plots"]], "orbit")
             records[key] = record
             self.results.setdefault(key, {})[name] = record
             self.strips.setdefault(key, frames[0].numpy())

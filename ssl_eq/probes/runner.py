@@ -23,6 +23,7 @@ from ssl_eq.probes.features import extract_features, file_digest, load_cached, s
 from ssl_eq.probes.targets import MissingLatents
 from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
 from ssl_eq.utils.io import read_json_object, write_json_atomic
+from ssl_eq.utils.tensorboard import add_pngs
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
@@ -215,6 +216,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
                                                                        **meta))
     try:
         results = evaluate(ctx, names, cfg)
+        add_pngs(writer, [out_dir / png for r in results["probes"].values() for png in r.get("plots", [])], "probe")
     finally:
         writer.close()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
