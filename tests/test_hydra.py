@@ -243,3 +243,12 @@ def test_pngs_become_tensorboard_images(tmp_path):
     assert events.Tags()["images"] == ["orbit/rot_x_full_curves"]
     image = events.Images("orbit/rot_x_full_curves")[0]
     assert (image.width, image.height) == (100, 75)
+
+
+def test_run_folder_is_run_dir_and_a_failed_start_leaves_none(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", f"data.root={tmp_path / 'no_data'}", f"run_dir={run}", "hydra.run.dir=elsewhere"]) == 2
+    assert "give run_dir=elsewhere" in capsys.readouterr().err and not Path("elsewhere").exists()
+    assert main(["pretrain", f"data.root={tmp_path / 'no_data'}", f"run_dir={run}", f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_data" in err and not run.exists()

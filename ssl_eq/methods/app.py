@@ -72,8 +72,9 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parse_overrides(overrides), None) for job in batch]
 
 
-def check_jobs(jobs: list[list[str]], multirun: bool) -> None:
+def check_jobs(jobs: list[list[str]], multirun: bool) -> list[DictConfig]:
     """Compose and check every job's config before anything is written (ValueError naming the key)."""
+    cfgs = []
     for job in jobs:
         if multirun and any(o.lstrip("+~").partition("=")[0] == "run_dir" for o in job):
             raise ValueError("run_dir is set per job in a sweep (-m): its folder is hydra.sweep.dir/<the job's "
@@ -81,6 +82,12 @@ def check_jobs(jobs: list[list[str]], multirun: bool) -> None:
         cfg = compose_config(job)
         if cfg.data.get("root") in (None, "???"):
             raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
+        run = [o.value() for o in parse_overrides(job) if o.key_or_group == "hydra.run.dir"]
+        if run and Path(str(run[-1])).resolve() != Path(cfg.run_dir).resolve():  # equal in Lightning's DDP ranks
+            raise ValueError(f"hydra.run.dir={run[-1]}: a run's folder is run_dir (hydra.run.dir follows it); "
+                             f"give run_dir={run[-1]}")
+        cfgs.append(cfg)
+    return cfgs
 
 
 def check_job_folders(hydra: Any, config_name: str, jobs: list[list[str]]) -> None:
@@ -154,7 +161,7 @@ def main(argv: list[str]) -> int:
     config_name = args.config_name or ROOT_CONFIG
     if not (args.help or args.hydra_help or args.info or args.shell_completion):
         jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
-        check_jobs(jobs, args.multirun) if args.cfg is None else compose_config(args.overrides)  # one-line errors
+        cfgs = check_jobs(jobs, args.multirun) if args.cfg is None else [compose_config(args.overrides)]
     hydra = _create_hydra(args)
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # Hydra configures the root logger: restored afterwards
@@ -164,7 +171,7 @@ def main(argv: list[str]) -> int:
         elif args.hydra_help:
             hydra.hydra_help(config_name=config_name, args_parser=parser, args=args)
         elif args.cfg == "job":  # the config that would train (experiment leftovers dropped), not Hydra's raw one
-            cfg = compose_config(args.overrides)
+            cfg = cfgs[0]
             print(OmegaConf.to_yaml(OmegaConf.select(cfg, args.package) if args.package else cfg,
                                     resolve=args.resolve))
         elif args.cfg:
@@ -180,8 +187,12 @@ def main(argv: list[str]) -> int:
             returns = hydra.multirun(config_name=config_name, task_function=pretrain_job, overrides=overrides)
             return _report([ret.return_value for batch in returns for ret in batch])
         else:
+            run_dir = Path(cfgs[0].run_dir)
+            fresh = not run_dir.exists()
             result = hydra.run(config_name=config_name, task_function=pretrain_job,
                                overrides=args.overrides).return_value
+            if result.error is not None and fresh and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # Hydra made the folder; a run that failed to start leaves none
             if result.exception is not None and (debug or not result.nan):
                 raise result.exception
             return _report([result])
