@@ -185,7 +185,7 @@ def test_one_progress_bar_over_max_steps(data_root, tmp_path, capsys):
     tiny_run(data_root, tmp_path / "run", "trainer.enable_progress_bar=true", "trainer.max_steps=3",
              "trainer.limit_val_batches=0", "logger=none")
     out = capsys.readouterr().out
-    assert "steps: 100%" in out and "3/3" in out and "Epoch" not in out and "train/loss=" in out
+    assert "steps: 100%" in out and "3/3" in out and "Epoch" not in out and "train/loss=" in out and "img/s=" in out
 
 
 def test_probe_protocol_overrides_are_checked():
@@ -252,3 +252,14 @@ def test_run_folder_is_run_dir_and_a_failed_start_leaves_none(tmp_path, capsys):
     assert main(["pretrain", f"data.root={tmp_path / 'no_data'}", f"run_dir={run}", f"hydra.run.dir={run}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_data" in err and not run.exists()
+
+
+def test_a_multi_device_sweep_job_outside_slurm_is_refused(monkeypatch):
+    from ssl_eq.methods.app import check_sweep_ranks
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    check_sweep_ranks(compose_config(["trainer.devices=1"]))
+    with pytest.raises(ValueError, match=r"trainer.devices=2 .*submitit_slurm.*tasks_per_node=2"):
+        check_sweep_ranks(compose_config(["trainer.devices=2"]))
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    check_sweep_ranks(compose_config(["trainer.devices=2"]))

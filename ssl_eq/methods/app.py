@@ -9,6 +9,7 @@ writes anything. A single run writes into `run_dir`; a sweep writes one run fold
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,25 @@ def pretrain_job(cfg: DictConfig) -> JobResult:
     if sweep:
         cfg.run_dir = hydra.runtime.output_dir
     try:
+        if sweep:
+            check_sweep_ranks(cfg)
         return JobResult(str(cfg.run_dir), summary=pretrain(cfg))
     except Exception as e:  # noqa: BLE001 - reported per job; a single run re-raises it
         nan = isinstance(e, NonFiniteLossError)
         line = f"stopped: {e}\n{fork_advice(cfg)}" if nan else describe_error(e)
         keep = None if sweep else e
         return JobResult(str(cfg.run_dir), error=line, exception=keep, nan=nan)
+
+
+def check_sweep_ranks(cfg: DictConfig) -> None:
+    """A sweep job trains on several devices only where the cluster starts one process per rank (SLURM):
+    Lightning's own process launcher re-runs the command line, which for a sweep is the whole sweep."""
+    several = str(cfg.trainer.devices) not in ("1", "auto") or int(cfg.trainer.num_nodes) > 1
+    if several and "SLURM_NTASKS" not in os.environ:
+        raise ValueError(f"trainer.devices={cfg.trainer.devices} trainer.num_nodes={cfg.trainer.num_nodes} in a "
+                         f"sweep needs hydra/launcher=submitit_slurm with hydra.launcher.tasks_per_node="
+                         f"{cfg.trainer.devices} (one process per rank); run multi-device jobs on their own "
+                         f"(without -m) here")
 
 
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
