@@ -263,3 +263,26 @@ def test_a_multi_device_sweep_job_outside_slurm_is_refused(monkeypatch):
         check_sweep_ranks(compose_config(["trainer.devices=2"]))
     monkeypatch.setenv("SLURM_NTASKS", "2")
     check_sweep_ranks(compose_config(["trainer.devices=2"]))
+
+
+def test_views_figure_titles_each_view_with_the_action_from_the_previous_one():
+    import torch
+
+    from ssl_eq.methods.callbacks import views_figure
+
+    images = torch.randint(0, 256, (2, 3, 3, 8, 8), dtype=torch.uint8)
+    actions = torch.tensor([[[1.0, 0, 0, 0], [0.5, 0.5, -0.5, 0.5]]] * 2)  # (B, V-1, A): a sequence
+    fig = views_figure(images, actions, "rel_rotation_quat")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 6 and "rel_rotation_quat" in titles[0]
+    assert titles[1] == "+1.00 +0.00 +0.00 +0.00" and titles[5] == "+0.50 +0.50 -0.50 +0.50"
+    pair = views_figure(images[:, :2], actions[:, 0], "rel_rotation_quat")  # (B, A): a pair
+    assert [ax.get_title() for ax in pair.axes][3] == "+1.00 +0.00 +0.00 +0.00"
+
+
+def test_run_does_not_import_the_command_module():
+    import subprocess
+    import sys
+
+    code = "import sys, ssl_eq.methods.run, ssl_eq.methods.app; assert 'ssl_eq.methods.commands' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
