@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 
 # each module defines register(subparsers); heavy imports stay inside the handlers
@@ -53,7 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """How the CLI shows the library's log records (logger "ssl_eq"): INFO on stdout, warnings and errors on stderr
+    as "warning: ..." / "error: ...", always on the current sys.stdout / sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            print(f"{record.levelname.lower()}: {self.format(record)}", file=sys.stderr, flush=True)
+        else:
+            print(self.format(record), flush=True)
+
+
+def show_library_logs() -> None:
+    """Send the library's INFO-and-above records to the console (once per process)."""
+    logger = logging.getLogger("ssl_eq")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_library_logs()
     parser = build_parser()
     try:  # argparse exits on --help and on bad options (2, with its message): return that code like any other
         args, extra = parser.parse_known_args(argv)

@@ -2,6 +2,7 @@
 extracts; input checks; the sequence aggregate equals the one the agg_linear probe computes."""
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import ssl_eq
-from ssl_eq.cli import main
+from ssl_eq.cli import ConsoleHandler, main
 from ssl_eq.datasets.synthetic import make_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +60,18 @@ def test_embed_equals_the_features_ssl_eq_probe_extracts(sie_run):
                             for o in objects])
         torch.testing.assert_close(mine, cached[f"rep/{part}"], rtol=1e-4, atol=1e-5)
     assert torch.equal(torch.stack([b["latents"] for b in batch])[rows[objects[0], 0]], cached["latents"][0, 0])
+
+
+def test_the_library_logs_and_the_cli_prints(sie_run, capsys, caplog, monkeypatch):
+    _, run = sie_run
+    logger = logging.getLogger("ssl_eq")  # as in a program that never ran the CLI
+    monkeypatch.setattr(logger, "handlers", [h for h in logger.handlers if not isinstance(h, ConsoleHandler)])
+    caplog.set_level(logging.INFO, logger="ssl_eq")
+    result = ssl_eq.probe(run, probes=["linear"], epochs=1)
+    assert result["probes"]["linear"]["status"] == "ok" and result["selected"] == ["linear"]
+    assert "features [val]" in caplog.text and capsys.readouterr().out == ""
+    assert main(["probe", str(run), "--probes", "linear", "--epochs", "1"]) == 0
+    assert "features [val]: reusing" in capsys.readouterr().out
 
 
 def test_encoder_is_frozen_takes_uint8_or_unit_floats_and_refuses_bad_input(sie_run):
