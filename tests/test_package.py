@@ -83,7 +83,7 @@ def test_the_wheel_ships_configs_and_py_typed(wheel):
     assert 'easypytorch3d==0.7.9.post1; extra == "render"' in meta
 
 
-def test_wheel_in_a_fresh_venv_runs_render_pretrain_probe_report_outside_the_checkout(wheel, tmp_path):
+def test_wheel_in_a_fresh_venv_runs_render_pretrain_probe_orbit_report_outside_the_checkout(wheel, tmp_path):
     venv = thin_venv(tmp_path / "venv")
     py = str(venv / "bin" / "python")
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check",
@@ -104,14 +104,17 @@ def test_wheel_in_a_fresh_venv_runs_render_pretrain_probe_report_outside_the_che
     assert Path(module).is_relative_to(venv) and Path(configs).is_relative_to(venv)
     assert "experiment" in ssl_eq("pretrain", "--help")  # the config groups, read from the installed configs
     ssl_eq("render", "--out", "data", "--objects", "4", "--views", "2", "--size", "16", "--device", "cpu",
-           "--no-progress", "--no-preview")
-    assert json.loads((work / "data" / "manifest.json").read_text())["num_objects"] == 4
+           "--val-fraction", "0.5", "--no-progress", "--no-preview")
+    assert "4 objects x 2 views" in ssl_eq("dataset", "info", "data")
     ssl_eq("pretrain", "experiment=demo_sie", "data.root=data", "run_dir=run", "trainer.max_steps=2",
            "data.batch_size=2", "trainer.enable_progress_bar=false")
     ssl_eq("probe", "run", "--probes", "linear,rotation", "--epochs", "1")
     assert json.loads((work / "run" / "probe" / "probe.json").read_text())["probes"]["linear"]["status"] == "ok"
+    ssl_eq("orbit", "run", "--out", "orbits", "--latent", "rot_z", "--steps", "3", "--objects", "2", "--device", "cpu")
+    assert "rot_z/full" in json.loads((work / "run" / "orbit" / "orbit.json").read_text())["orbits"]
     ssl_eq("report", "run", "--out", "report")
     assert "run" in (work / "report" / "report.md").read_text()
+    assert "--methods" in ssl_eq("demo", "--help")
 
 
 def test_two_checkouts_run_their_own_code_at_the_same_time(tmp_path):
