@@ -29,10 +29,12 @@ class Encoder:
     def __init__(self, model: Any) -> None:
         self.model = model.eval().requires_grad_(False)
         self.device = next(model.parameters()).device
+        from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN
+
         data = model.cfg.data
         # the conventions the run was trained with: the actions `.action` computes match its predictor's input
-        self.conventions = {"quaternion_sign": data.get("quaternion_sign") or "canonical",
-                            "colour_targets": data.get("colour_targets") or "wrapped"}
+        self.conventions = {"quaternion_sign": data.get("quaternion_sign") or DEFAULT_QUATERNION_SIGN,
+                            "colour_targets": data.get("colour_targets") or DEFAULT_COLOUR_TARGETS}
 
     @property
     def method(self) -> str:
@@ -126,7 +128,8 @@ class Encoder:
         (B, A) (`action(latents_1, latents_2)`) -> (B, Ee)."""
         key = self._action_key()
         with torch.no_grad():
-            return self.model.predict(torch.as_tensor(equi).to(self.device), {key: torch.as_tensor(action).to(self.device)})
+            return self.model.predict(torch.as_tensor(equi).to(self.device),
+                                      {key: torch.as_tensor(action).to(self.device)})
 
     def _action_key(self) -> str:
         if not self.has_predictor:

@@ -30,7 +30,8 @@ def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "{'inv': (2, 64), 'equi': (2, 64), 'full': (2, 128)}" in out  # the shapes the README's comment shows
     assert (tmp_path / "runs" / "tiny_sie" / "probe" / "probe.json").is_file()
-    assert str(Path("reports") / "tiny" / "report.md") in out and (tmp_path / "reports" / "tiny" / "report.md").is_file()
+    report = Path("reports") / "tiny" / "report.md"
+    assert str(report) in out and (tmp_path / report).is_file()
 
 
 @pytest.fixture(scope="module")

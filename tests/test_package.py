@@ -110,7 +110,8 @@ def test_wheel_in_a_fresh_venv_runs_render_pretrain_probe_orbit_report_outside_t
            "data.batch_size=2", "trainer.enable_progress_bar=false")
     ssl_eq("probe", "run", "--probes", "linear,rotation", "--epochs", "1")
     assert json.loads((work / "run" / "probe" / "probe.json").read_text())["probes"]["linear"]["status"] == "ok"
-    ssl_eq("orbit", "run", "--out", "orbits", "--latent", "rot_z", "--steps", "3", "--objects", "2", "--device", "cpu")
+    ssl_eq("orbit", "run", "--out", "orbits", "--latent", "rot_z", "--steps", "3", "--objects", "2",
+           "--device", "cpu")
     assert "rot_z/full" in json.loads((work / "run" / "orbit" / "orbit.json").read_text())["orbits"]
     ssl_eq("report", "run", "--out", "report")
     assert "run" in (work / "report" / "report.md").read_text()
@@ -173,3 +174,17 @@ def test_an_editable_ssl_eq_in_the_shared_venv_stays_invisible(tmp_path):
     out = subprocess.run([str(venv / "bin" / "python"), "-c", "import sys; print(sys.path)"], cwd=tmp_path,
                          env=clean_env(), capture_output=True, text=True, check=True).stdout
     assert str(fake_shared) in out and str(other.parent) not in out
+
+
+def test_setup_env_never_replaces_a_venv_it_did_not_make(tmp_path):
+    clone = copy_checkout(tmp_path / "clone")
+    (clone / ".venv").mkdir()
+    (clone / ".venv" / "mine.txt").write_text("the user's own venv")
+    root = tmp_path / "env_root"
+    root.mkdir()
+    lock_hash = hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()[:12]
+    (root / f"venv-{lock_hash}").symlink_to(shared_venv())
+    out = subprocess.run(["bash", str(clone / "tools" / "setup_env.sh")], env=clean_env(SSL_EQ_ENV_ROOT=str(root)),
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "was not made by tools/setup_env.sh" in out.stderr
+    assert (clone / ".venv" / "mine.txt").read_text() == "the user's own venv"

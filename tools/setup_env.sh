@@ -36,6 +36,10 @@ shared_site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths
 # what the thin venv was built from; any change (another lock, a moved checkout, new entry points) rebuilds it
 stamp="$venv $here $(sha256sum < "$here/pyproject.toml" | cut -c1-12)"
 if [ "$(cat "$thin/.ssl_eq-env" 2>/dev/null)" != "$stamp" ]; then
+  if [ -e "$thin" ] && [ ! -f "$thin/.ssl_eq-env" ]; then
+    echo "[setup] $thin exists and was not made by tools/setup_env.sh: move it away (it would be replaced)" >&2
+    exit 1
+  fi
   rm -rf "$thin"
   "$venv/bin/python" -m venv --without-pip "$thin"
   site=$("$thin/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
