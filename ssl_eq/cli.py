@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 
 # each module defines register(subparsers); heavy imports stay inside the handlers
@@ -18,8 +19,25 @@ COMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every option's default, unless it is unset (None), the option is a flag or the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser with HelpFormatter; sub-command parsers inherit the class (add_subparsers' parser_class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ssl-eq",
         description="Invariant / equivariant self-supervised learning: render 3DIEBench-style data, "
         "pretrain, probe and report.",
@@ -36,11 +54,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """How the CLI shows the library's log records (logger "ssl_eq"): INFO on stdout, warnings and errors on stderr
+    as "warning: ..." / "error: ...", always on the current sys.stdout / sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            print(f"{record.levelname.lower()}: {self.format(record)}", file=sys.stderr, flush=True)
+        else:
+            print(self.format(record), flush=True)
+
+
+def show_library_logs() -> None:
+    """Send the library's INFO-and-above records to the console (once per process)."""
+    logger = logging.getLogger("ssl_eq")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_library_logs()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # argparse exits on --help and on bad options (2, with its message): return that code like any other
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.overrides = extra
     try:
         return int(args.func(args) or 0)

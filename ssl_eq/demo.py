@@ -38,6 +38,8 @@ def parse_methods(spec: str) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .renderers.scene import CAMERA_PRESETS
+
     d = DEFAULTS
     p = sub.add_parser("demo", help="render -> pretrain SIE, VICReg & a supervised ceiling -> probe -> report, "
                        "on CPU", description=__doc__.splitlines()[0])
@@ -47,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objects", type=int, default=d["objects"], help="procedural objects to render")
     p.add_argument("--views", type=int, default=d["views"], help="views per object")
     p.add_argument("--size", type=int, default=d["size"], help="image size in pixels (rendered, trained, probed)")
-    p.add_argument("--camera", default=d["camera"], help="camera preset of ssl-eq render")
+    p.add_argument("--camera", default=d["camera"], choices=sorted(CAMERA_PRESETS),
+                   help="camera preset of ssl-eq render")
     p.add_argument("--rotation-axes", default=d["rotation_axes"], help="Euler axes sampled (ssl-eq render)")
     p.add_argument("--rotation-range", type=float, default=d["rotation_range"],
                    help="degrees: Euler angles ~ U[-range, range] (ssl-eq render)")

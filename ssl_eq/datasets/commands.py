@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     exp.add_argument("dir", help="native dataset folder")
     exp.add_argument("out", help="output folder (<synset>/<object>/image_<k>.jpg, latent_<k>.npy, split files); "
                      "re-running the same export resumes it")
-    exp.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY)
+    exp.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
+                     help="quality of JPEGs encoded from raw pixels (1-100)")
     exp.add_argument("--overwrite", action="store_true",
                      help="replace the contents of a non-empty OUT that holds something else")
     imp = sub.add_parser("import-3diebench", help="pack an original 3DIEBench(-T) folder into native shards "
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("out", help="output native dataset folder")
     imp.add_argument("--encoding", choices=ENCODINGS, default="jpeg",
                      help="jpeg (default): keep the original JPEG files byte for byte; raw: decoded pixels")
-    imp.add_argument("--objects-per-shard", type=int, default=DEFAULT_OBJECTS_PER_SHARD)
+    imp.add_argument("--objects-per-shard", type=int, default=DEFAULT_OBJECTS_PER_SHARD, help="objects per file shard")
     for q in (exp, imp):
         q.add_argument("--channel-order", choices=sorted(CHANNEL_ORDERS), default=DEFAULT_CHANNEL_ORDER,
                        help=CHANNEL_ORDER_HELP)

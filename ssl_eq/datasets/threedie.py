@@ -1,4 +1,4 @@
-"""The original 3DIEBench / 3DIEBench-T on-disk layout (DESIGN.md §4): read it directly, export to it, import it.
+"""The original 3DIEBench / 3DIEBench-T on-disk layout (docs/scene.md): read it directly, export to it, import it.
 
 Layout: ROOT/<synset>/<object_id>/image_<k>.jpg + latent_<k>.npy (float64 (7,) or (10,)), and split files
 train_images.npy / val_images.npy ("/<synset>/<object_id>" strings) with train_labels.npy / val_labels.npy.

@@ -7,6 +7,8 @@ from ssl_eq.orbit.latents import LATENT_ORBITS, RANGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ssl_eq.renderers.sources import SOURCES
+
     p = subparsers.add_parser(
         "orbit", help="render objects along an orbit of one latent and measure each run's (in/equi)variance",
         description="Render val objects of each run's dataset (same source and scene) along a one-parameter orbit "
@@ -23,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="full: the whole circle for angles and hues (extrapolation); dataset: the training range")
     p.add_argument("--steps", type=int, default=24, help="frames along each orbit (>= 2)")
     p.add_argument("--objects", type=int, default=8, help="objects (class-balanced val objects of the dataset)")
-    p.add_argument("--source", default=None, help="render objects of another source instead: procedural | "
-                                                  "mesh-folder | shapenet")
+    p.add_argument("--source", default=None, choices=sorted(SOURCES),
+                   help="render objects of another source instead (default: the run's dataset's)")
     p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")

@@ -8,6 +8,7 @@ others are still analysed.
 from __future__ import annotations
 
 import datetime
+import logging
 import math
 import shutil
 import sys
@@ -25,6 +26,8 @@ from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
 from ssl_eq.orbit.latents import LATENT_ORBITS, OrbitPlan, check_latent, check_range_steps, orbit_latents, plan_orbit
 from ssl_eq.utils.io import read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 ORBIT_DIR = "orbit"
 ORBIT_JSON = "orbit.json"
@@ -287,7 +290,7 @@ class OrbitAnalysis:
                                                             self.opts.batch_size)
             record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes)
             key = f"{latent}/{plan.range}"
-            print(f"  {key}: {len(kept)} objects x {len(plan.offsets)} frames", flush=True)
+            log.info("  %s: %d objects x %d frames", key, len(kept), len(plan.offsets))
             record = _finite(record)
             record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
             records[key] = record

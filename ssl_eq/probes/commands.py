@@ -5,6 +5,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ssl_eq.probes.runner import protocols
+
     p = subparsers.add_parser(
         "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
@@ -17,9 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
     p.add_argument("--device", default="cpu", help="torch device for extraction and probe heads (default cpu)")
-    p.add_argument("--protocol", help="probe protocol preset in ssl_eq/configs/probe/: default (fresh pairs, held-out "
-                                      "epoch selection) or sie_reference (the SIE / EquiCaps papers' protocol); "
-                                      "default: default")
+    p.add_argument("--protocol", help=f"probe protocol preset in ssl_eq/configs/probe/, one of {protocols()}: "
+                                      "default (fresh pairs, held-out epoch selection) or sie_reference (the SIE / "
+                                      "EquiCaps papers' protocol); default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_run)

@@ -1,6 +1,6 @@
 """Probe metrics as pure functions of tensors; `DEFINITIONS` holds the text written into probe.json.
 
-Two R² conventions coexist in the literature (DESIGN.md §5) and both are reported, named:
+Two R² conventions coexist in the literature (docs/reference_numbers.md) and both are reported, named:
 `r2_pooled` (EquiCaps, also SIE's evaluation scripts) and `r2_uniform` (seq-JEPA, scikit-learn's
 ``r2_score(..., multioutput="uniform_average")``).
 """

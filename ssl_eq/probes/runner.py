@@ -10,6 +10,7 @@ A probe that cannot apply or fails is recorded with its reason; the others still
 from __future__ import annotations
 
 import datetime
+import logging
 import traceback
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from ssl_eq.probes.features import extract_features, file_digest, load_cached, s
 from ssl_eq.probes.targets import MissingLatents
 from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
 from ssl_eq.utils.io import read_json_object, write_json_atomic
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
@@ -147,13 +150,13 @@ def _split_features(model: Any, source: Any, split: str, cache: Path, key: dict[
 
     cached = load_cached(cache, key)
     if cached is not None:
-        print(f"features [{split}]: reusing {cache}")
+        log.info("features [%s]: reusing %s", split, cache)
         return cached
     views = ViewDataset(source, split)
     max_objects = cfg["extraction"].get("max_objects")
     batchnorm = key["batchnorm"]
     dataset = Subset(views, range(min(len(views), max_objects * source.views))) if max_objects else views
-    print(f"features [{split}]: extracting {len(dataset)} views (BatchNorm in {batchnorm} mode) -> {cache}")
+    log.info("features [%s]: extracting %d views (BatchNorm in %s mode) -> %s", split, len(dataset), batchnorm, cache)
     # batch statistics (batchnorm: train) come from shuffled batches of views, as in the reference scripts
     loader = DataLoader(dataset, batch_size=int(cfg["extraction"]["batch_size"]), shuffle=batchnorm == "train",
                         generator=torch.Generator().manual_seed(int(cfg["seed"])), collate_fn=collate)
@@ -191,7 +194,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     model = load_run(run_dir, map_location=device)
     warnings = check_compatible(model, source, data_dir)
     for w in warnings:
-        print(f"warning: {w}")
+        log.warning(w)
 
     out_dir = run_dir / PROBE_DIR
     digest = file_digest(ckpt)
@@ -250,7 +253,7 @@ def read_previous_report(path: Path) -> dict[str, Any] | None:
         if not isinstance(old.get("probes"), dict):
             raise ValueError(f"{path}: no 'probes' mapping")
     except ValueError as e:
-        print(f"warning: {e}; its earlier results cannot be kept")
+        log.warning("%s; its earlier results cannot be kept", e)
         return None
     return old
 

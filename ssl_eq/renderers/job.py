@@ -10,6 +10,7 @@ batching or resume order.
 from __future__ import annotations
 
 import fcntl
+import logging
 import math
 import os
 import shutil
@@ -25,6 +26,8 @@ from ..datasets import native
 from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
+
+log = logging.getLogger(__name__)
 
 RENDER_CONFIG = "render_config.json"
 SKIPPED_DIR = "skipped"
@@ -192,7 +195,7 @@ class RenderJob:
         out = _prepare_output(cfg)
         for i in self.my_shards():
             for problem in native.remove_damaged_shard(out, i):
-                print(f"re-rendering damaged {native.shard_name(i)}: {problem}", file=sys.stderr)
+                log.warning("re-rendering damaged %s: %s", native.shard_name(i), problem)
         todo = [i for i in self.my_shards() if not self._done(out, i)]
         device = resolve_device(cfg.device)
         renderer = SceneRenderer(cfg.settings(), device)
@@ -254,8 +257,8 @@ class RenderJob:
             kept = [r for r in self.refs if r.object_id in set(rendered)]
             empty = sorted(set(self.class_names) - {r.class_name for r in kept})
             if empty:
-                print(f"warning: {len(empty)} class(es) have no valid mesh and no rendered object: "
-                      f"{', '.join(empty)} (see 'skipped' in {out / native.MANIFEST_NAME})", file=sys.stderr)
+                log.warning("%d class(es) have no valid mesh and no rendered object: %s (see 'skipped' in %s)",
+                            len(empty), ", ".join(empty), out / native.MANIFEST_NAME)
             split = self._split(kept)
             cfg = self.cfg
             native.write_manifest(out, {

@@ -93,7 +93,7 @@ class SceneRenderer:
 
     render(meshes, mesh_index, latents) -> {"images": uint8 (B, H, W, 3), "mask": bool (B, H, W),
     "shadow": float (B, S, S), "window": long (B, 3) [x0, y0, P]} where meshes is a list of MeshTensors,
-    mesh_index (B,) picks one per item, latents (B, D) follows DESIGN.md §4 ([rot xyz, floor hue, spot theta,
+    mesh_index (B,) picks one per item, latents (B, D) follows docs/scene.md ([rot xyz, floor hue, spot theta,
     spot phi, spot hue, (trans xyz)]) and S = image_size * supersample.
 
     Only the object is rasterised, inside a square window per item (around its projected vertices, side a
@@ -292,7 +292,7 @@ class SceneRenderer:
 def _scene_lights(spec: SceneSpec, latents: Tensor, device: torch.device
                   ) -> tuple[Tensor, SpotLights, DirectionalLights]:
     """Each item's spot light from its latents (B, D) (θ, φ, hue at columns 4-6) and the downward sun ->
-    (spot positions (B, 3), SpotLights, DirectionalLights) in Blender's units (DESIGN.md §4)."""
+    (spot positions (B, 3), SpotLights, DirectionalLights) in Blender's units (docs/scene.md)."""
     spot_pos = spherical_to_cartesian(spec.spot_radius, latents[:, 4], latents[:, 5])
     spot_rgb = hsv_to_rgb(latents[:, 6], spec.spot_saturation, spec.spot_value)
     spot = SpotLights(diffuse_color=spot_rgb * (spec.spot_energy / (4 * math.pi)), location=spot_pos,

@@ -50,7 +50,7 @@ def contact_sheet(images: np.ndarray, captions: list[list[str]] | None, out_png:
 
 
 def latent_caption(latent: np.ndarray) -> str:
-    """Short caption of one view's latent (DESIGN.md §4 layout): rotation in degrees, hues, spot angles."""
+    """Short caption of one view's latent (docs/scene.md layout): rotation in degrees, hues, spot angles."""
     rot = np.degrees(latent[:3])
     text = (f"rot {rot[0]:.0f},{rot[1]:.0f},{rot[2]:.0f}\nfloor h{latent[3]:.2f} spot h{latent[6]:.2f}\n"
             f"θ{np.degrees(latent[4]):.0f} φ{np.degrees(latent[5]):.0f}")
