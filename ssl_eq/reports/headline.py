@@ -52,7 +52,8 @@ class Group:
 
     @property
     def name(self) -> str:
-        return self.runs[0].name if len(self.runs) == 1 else f"{self.runs[0].name} (+{len(self.runs) - 1} seeds)"
+        more = len(self.runs) - 1
+        return self.runs[0].name if not more else f"{self.runs[0].name} (+{more} seed{'s' if more > 1 else ''})"
 
     @property
     def method(self) -> str:
@@ -113,15 +114,16 @@ def seed_groups(runs: list[Any]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: g.is_ceiling)
 
 
-def cell(group: Group, q: Quantity) -> str:
-    """"mean [lo, hi]" (interval over val objects), "± std (seeds: a, b)" for several seeds; "–" if missing."""
+def cell(group: Group, q: Quantity, per_seed: bool = True) -> str:
+    """"mean [lo, hi]" (interval over val objects), with `per_seed` "± std (seeds: a, b)" for several seeds;
+    "–" if missing."""
     vals = group.values(q)
     if vals is None:
         return S.sig3(None)
     mean, std = S.seed_spread(vals)
     iv = group.interval(q)
     text = S.fmt_interval(iv) if iv else f"{S.sig3(mean)} (no interval)"
-    if std is not None:
+    if std is not None and per_seed:
         text += f" ± {S.sig3(std)} sd (seeds: {', '.join(S.sig3(v) for v in vals)})"
     return text
 
