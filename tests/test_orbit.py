@@ -202,12 +202,14 @@ def test_orbit_command_writes_json_pngs_and_report(sie_run, tmp_path, capsys):
     shutil.copytree(sie_run, other, ignore=shutil.ignore_patterns("orbit"))
     out = tmp_path / "out"
     assert main(["orbit", str(sie_run), str(other), "--out", str(out), "--objects", "3", "--steps", "6",
-                 "--latent", "rot_z", "--device", "cpu"]) == 0
+                 "--latent", "rot_z", "--device", "cpu", "--html"]) == 0
     assert "area under each curve" in capsys.readouterr().out
     for run in (sie_run, other):
         data = json.loads((run / "orbit" / "orbit.json").read_text())
-        assert set(data["orbits"]) == {"rot_z/full"} and data["definitions"]["invariance"]
-        orbit = data["orbits"]["rot_z/full"]
+        assert set(data["orbits"]) == {"rot_z/full@dataset"} and data["definitions"]["invariance"]
+        orbit = data["orbits"]["rot_z/full@dataset"]
+        band = orbit["train_band"]  # the training width (±rotation_range) inside the full circle
+        assert orbit["source"] == "dataset" and band[0] == -band[1] and 0 < band[1] < 180
         assert len(orbit["parameter"]) == 6 and len(orbit["objects"]) == 3 and orbit["closed"]
         assert {"invariance", "equivariance", "hit1", "rank", "probe_equi", "probe_inv", "probe_full"} <= \
             set(orbit["curves"])
@@ -218,12 +220,15 @@ def test_orbit_command_writes_json_pngs_and_report(sie_run, tmp_path, capsys):
         assert all(0 <= e <= 180 for e in orbit["curves"]["probe_equi"]["mean"])
         assert np.array(orbit["pca"]["coords"]).shape == (3, 6, 2)
         assert all(_not_blank(run / "orbit" / p) for p in orbit["plots"])
+        assert Image.open(run / "orbit" / orbit["frames"]).size == (6 * 32, 3 * 32)  # objects x steps frames
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["rot_z_full_curves.png", "rot_z_full_pca.png", "rot_z_full_polar.png"]
+    assert pngs == [f"rot_z_full__dataset_{f}.png" for f in ("curves", "pca", "polar")]
+    assert "orbit-data" in (out / "orbit_explorer.html").read_text()
     assert all(_not_blank(out / p) for p in pngs)
     assert main(["report", str(sie_run), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Orbit analysis" in md and "| sie | sie | rot_z/full |" in md and "sie__orbit_rot_z_full_polar.png" in md
+    assert "## Orbit analysis" in md and "| sie | sie | rot_z/full@dataset |" in md
+    assert "sie__orbit_rot_z_full__dataset_polar.png" in md
 
 
 def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, capsys):
@@ -243,7 +248,7 @@ def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, 
     err = capsys.readouterr().err
     assert "has no latent 'trans_x'" in err and "variant 3diebench" in err
     # rot_y was still analysed, and merged into the run's orbit.json beside rot_x
-    assert set(json.loads((good / "orbit" / "orbit.json").read_text())["orbits"]) == {"rot_x/full", "rot_y/dataset"}
+    assert set(json.loads((good / "orbit" / "orbit.json").read_text())["orbits"]) == {"rot_x/full@dataset", "rot_y/dataset@dataset"}
 
     assert main(["orbit", str(good), "--steps", "1", "--out", str(tmp_path / "o")]) == 2
     assert "--steps must be an integer >= 2" in capsys.readouterr().err

@@ -28,6 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/orbit_explorer.html: an interactive, self-contained explorer (slider over Δ, "
+                        "frames, per-object curves, runs overlaid)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_run)
 
@@ -38,5 +41,5 @@ def _run(args: argparse.Namespace) -> int:
     latents = [n.strip() for item in args.latent for n in item.split(",") if n.strip()] if args.latent else None
     opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
                         source=args.source, source_root=args.source_root, device=args.device,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, html=args.html)
     return analyse(args.run_dirs, args.out, opts, debug=args.debug)

@@ -1,9 +1,12 @@
 """`ssl-eq orbit`: render orbits of one latent, encode them with each run, measure, plot, write RUN/orbit/.
 
-Per run: RUN/orbit/orbit.json (docs/architecture.md "Orbit analysis") and RUN/orbit/<latent>_<range>_{curves,
-polar,pca}.png; across runs: OUT/<latent>_<range>_{curves,polar,pca}.png. Runs sharing a dataset share the
-renders. A run that cannot be analysed (no dataset, source gone, latent absent) is reported and skipped; the
-others are still analysed.
+An orbit is keyed "<latent>/<range>@<source>" (source: "dataset", the run's own val objects, or the --source
+rendered in the dataset's scene), so orbits over different sources coexist. Per run: RUN/orbit/orbit.json
+(docs/architecture.md "Orbit analysis"), RUN/orbit/<stem>_{curves,polar,pca}.png and <stem>_frames.png (the
+rendered frames, objects × steps, for the explorer), <stem> = the key with "/" and "@" as "_" / "__"; across
+runs: OUT/<stem>_{curves,polar,pca}.png, with `html` OUT/orbit_explorer.html. Figures of one orbit share their
+y scales across runs. Runs sharing a dataset share the renders. A run that cannot be analysed (no dataset,
+source gone, latent absent) is reported and skipped; the others are still analysed.
 """
 from __future__ import annotations
 
@@ -31,6 +34,14 @@ ORBIT_JSON = "orbit.json"
 PROBE_HEADS = "probe/rotation_head_*.pt"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 FIGURES = ("curves", "polar", "pca")
+FRAMES = "frames"                 # <stem>_frames.png: the rendered frames, one row per object
+DATASET_SOURCE = "dataset"
+EXPLORER = "orbit_explorer.html"
+
+
+def orbit_stem(key: str) -> str:
+    """File-name stem of an orbit key: "rot_z/full@dataset" -> "rot_z_full__dataset"."""
+    return key.replace("@", "__").replace("/", "_")
 
 
 @dataclass
@@ -43,6 +54,14 @@ class OrbitOptions:
     source_root: str | None = None
     device: str = "auto"
     batch_size: int = 128
+    html: bool = False                      # also write OUT/orbit_explorer.html
+
+    @property
+    def source_tag(self) -> str:
+        """The source part of an orbit key: "dataset", or the --source name (with its root folder's name)."""
+        if self.source is None:
+            return DATASET_SOURCE
+        return self.source + (f"-{Path(self.source_root).name}" if self.source_root else "")
 
     def validate(self) -> None:
         for name in self.latents or []:
@@ -148,9 +167,18 @@ def measure_orbit(model: Any, frames: Tensor, latents: np.ndarray, plan: OrbitPl
     return curves, M.pca_2d(feats[f"rep/{part}"]), part, scale, notes
 
 
+def train_band(plan: OrbitPlan, scene: dict[str, Any]) -> list[float] | None:
+    """[lo, hi] of Δ (display units) inside the latent's training width, centred on view 0; None if the orbit
+    stays inside it."""
+    half = LATENT_ORBITS[plan.latent].train_width(scene) / 2
+    if -half <= plan.offsets.min() and plan.offsets.max() <= half:
+        return None
+    return [-half * plan.scale, half * plan.scale]
+
+
 def orbit_record(plan: OrbitPlan, objects: OrbitObjects, kept: list[int], latents: np.ndarray,
                  curves: dict[str, Tensor], pca: Tensor, pca_part: str, scale: float | None,
-                 notes: list[str]) -> dict[str, Any]:
+                 notes: list[str], source: str = DATASET_SOURCE, scene: dict[str, Any] | None = None) -> dict[str, Any]:
     """The orbit.json entry of one run and one orbit (docs/architecture.md "Orbit analysis")."""
     out_curves, auc = {}, {}
     for name, values in curves.items():
@@ -159,7 +187,9 @@ def orbit_record(plan: OrbitPlan, objects: OrbitObjects, kept: list[int], latent
         auc[name] = M.area_under_curve(np.asarray(out_curves[name]["mean"]), plan.offsets, plan.closed,
                                        plan.polar_period)
     return {
-        "latent": plan.latent, "range": plan.range, "steps": len(plan.offsets), "parameter": plan.offsets.tolist(),
+        "latent": plan.latent, "range": plan.range, "source": source, "source_describe": objects.describe,
+        "scene": scene, "train_band": train_band(plan, scene) if scene else None,
+        "steps": len(plan.offsets), "parameter": plan.offsets.tolist(),
         "unit": plan.unit, "scale": plan.scale, "closed": plan.closed, "polar_period": plan.polar_period,
         "reference_index": plan.reference_index, "objects": [objects.refs[i].object_id for i in kept],
         "view0_latents": latents[:, plan.reference_index].tolist(), "inter_object_distance": scale,
@@ -235,6 +265,7 @@ class OrbitAnalysis:
         self.results: dict[str, dict[str, dict[str, Any]]] = {}   # "<latent>/<range>" -> run name -> record
         self.strips: dict[str, np.ndarray] = {}                   # "<latent>/<range>" -> (S, H, W, 3) of object 0
         self.folders: dict[str, Path] = {}                        # run name -> RUN/orbit
+        self.sheets: dict[str, np.ndarray] = {}                   # key -> (N, S, H, W, 3) frames
 
     def objects_for(self, dataset: Path, manifest: dict[str, Any]) -> OrbitObjects:
         o = self.opts
@@ -285,14 +316,18 @@ class OrbitAnalysis:
             frames, kept, latents = self.frames_for(objects, plan)
             curves, pca, part, scale, notes = measure_orbit(model, frames, latents, plan, heads, self.device,
                                                             self.opts.batch_size)
-            record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes)
-            key = f"{latent}/{plan.range}"
+            record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes,
+                                  self.opts.source_tag, scene)
+            key = f"{latent}/{plan.range}@{self.opts.source_tag}"
             print(f"  {key}: {len(kept)} objects x {len(plan.offsets)} frames", flush=True)
             record = _finite(record)
-            record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
+            stem = orbit_stem(key)
+            record["plots"] = [f"{stem}_{f}.png" for f in FIGURES]  # drawn by `finish`, with shared y scales
+            record["frames"] = plots.frames_sheet(frames.numpy(), run_dir / ORBIT_DIR / f"{stem}_{FRAMES}.png").name
             records[key] = record
             self.results.setdefault(key, {})[name] = record
             self.strips.setdefault(key, frames[0].numpy())
+            self.sheets.setdefault(key, frames.numpy())
         write_orbit_json(run_dir, {
             "run": str(run_dir), "method": type(model).__name__, "checkpoint_sha256": digest,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -305,27 +340,34 @@ class OrbitAnalysis:
         self.folders[name] = run_dir / ORBIT_DIR
         return name
 
-    def _plot(self, results: dict[str, dict[str, Any]], strip: np.ndarray, folder: Path, title: str,
-              key: str) -> list[str]:
-        stem = key.replace("/", "_")
+    def _plot(self, results: dict[str, dict[str, Any]], strip: np.ndarray | None, folder: Path, title: str,
+              key: str, limits: dict[str, tuple[float, float]]) -> list[str]:
+        stem = orbit_stem(key)
         results = {k: _nan(v) for k, v in results.items()}
-        paths = [plots.curves_figure(results, strip, folder / f"{stem}_curves.png", title),
+        paths = [plots.curves_figure(results, strip, folder / f"{stem}_curves.png", title, limits),
                  plots.polar_figure(results, folder / f"{stem}_polar.png", title),
                  plots.pca_figure(results, folder / f"{stem}_pca.png", title)]
         return [p.name for p in paths]
 
-    def compare(self, out: Path) -> list[Path]:
-        """Figures over all analysed runs, one set per orbit, in `out`."""
+    def finish(self, out: Path) -> list[Path]:
+        """Each run's figures (y scales shared across the runs of one orbit), then the figures over all runs
+        of each orbit in `out` (and the explorer with `html`) -> paths written in `out`."""
         written = []
+        out.mkdir(parents=True, exist_ok=True)
         for key, results in self.results.items():
+            limits = plots.shared_limits({k: _nan(v) for k, v in results.items()})
+            title = f"{key.split('@')[0]} over {results[next(iter(results))]['source']} objects"
+            for name, record in results.items():
+                self._plot({name: record}, self.strips[key], self.folders[name], f"{name}: {title}", key, limits)
             if len(results) == 1:  # the run's own figures
                 (name, record), = results.items()
-                out.mkdir(parents=True, exist_ok=True)
-                for png in record["plots"]:
-                    written.append(Path(shutil.copyfile(self.folders[name] / png, out / png)))
-                continue
-            names = self._plot(results, self.strips[key], out, f"{key}: {', '.join(results)}", key)
-            written += [out / n for n in names]
+                written += [Path(shutil.copyfile(self.folders[name] / png, out / png)) for png in record["plots"]]
+            else:
+                names = self._plot(results, self.strips[key], out, f"{', '.join(results)}: {title}", key, limits)
+                written += [out / n for n in names]
+        if self.opts.html:
+            from ssl_eq.orbit.explorer import write_explorer
+            written.append(write_explorer(self.results, self.sheets, out / EXPLORER))
         return written
 
 
@@ -360,7 +402,7 @@ def analyse(run_dirs: list[str], out: str | Path, opts: OrbitOptions, debug: boo
             failures.append(f"{run_dir}: {e}" if isinstance(e, (ValueError, OSError, KeyError))
                             else f"{run_dir}: {type(e).__name__}: {e}")
     out = Path(out)
-    written = analysis.compare(out) if analysis.results else []
+    written = analysis.finish(out) if analysis.results else []
     if analysis.results:
         header, rows = auc_rows(analysis.results)
         print("area under each curve (mean over the orbit):")
