@@ -231,6 +231,28 @@ def test_orbit_command_writes_json_pngs_and_report(sie_run, tmp_path, capsys):
     assert "sie__orbit_rot_z_full__dataset_polar.png" in md
 
 
+def test_orbits_over_different_sources_coexist(sie_run, tmp_path):
+    """The same latent over the dataset's val objects and over another source: two entries, two sets of files,
+    two rows and titles in the report (an orbit over --source used to replace the in-distribution one)."""
+    run = tmp_path / "sie"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("orbit"))
+    args = ["--latent", "rot_z", "--steps", "4", "--objects", "2", "--device", "cpu"]
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o1"), *args]) == 0
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o2"), "--source", "procedural", *args]) == 0
+    orbits = json.loads((run / "orbit" / "orbit.json").read_text())["orbits"]
+    assert set(orbits) == {"rot_z/full@dataset", "rot_z/full@procedural"}
+    assert orbits["rot_z/full@procedural"]["source"] == "procedural"
+    assert orbits["rot_z/full@procedural"]["objects"] != orbits["rot_z/full@dataset"]["objects"]
+    for stem in ("rot_z_full__dataset", "rot_z_full__procedural"):
+        assert all((run / "orbit" / f"{stem}_{f}.png").is_file() for f in ("curves", "polar", "pca", "frames"))
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| sie | sie | rot_z/full@dataset |" in md and "| sie | sie | rot_z/full@procedural |" in md
+    assert "orbit rot_z/full@procedural (curves)" in md
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert '"rot_z/full@procedural"' in page and "orbit-explorer" in page  # both in the explorer's data
+
+
 def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, capsys):
     gone = tmp_path / "gone"
     shutil.copytree(sie_run, gone, ignore=shutil.ignore_patterns("orbit"))

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ssl_eq.cli import main
 from ssl_eq.datasets.synthetic import make_synthetic_dataset
 from ssl_eq.methods import compose_config, pretrain
-from ssl_eq.probes import per_object as PO
 from ssl_eq.reports import contact_sheet
 from ssl_eq.reports import stats as S
+
+from report_fixtures import probe_run, rotation_run
 
 TINY_RUN = ["backbone=small_cnn", "backbone.widths=[8,16]", "data.image_size=32", "data.batch_size=8",
             "data.num_workers=0", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.max_steps=2",
@@ -119,46 +119,6 @@ def test_every_report_table_row_has_as_many_cells_as_its_header(tmp_path):
         assert len(widths) == 1, table[:300]
 
 
-def _probe_run(root, name: str, method: str, protocol: str, metrics: dict[str, float], seed: int = 0,
-               probes: dict | None = None, extra_config: str = "") -> str:
-    run = root / name
-    (run / "probe").mkdir(parents=True)
-    (run / "config.yaml").write_text(f"method:\n  name: {method}\nseed: {seed}\nrun_dir: {run}\n{extra_config}")
-    (run / "probe" / "probe.json").write_text(json.dumps({
-        "method": method, "method_name": method, "protocol": protocol, "headline_r2": "r2_pooled",
-        "conventions": {"quaternion_sign": "scipy", "colour_targets": "raw", "feature_batchnorm": "eval",
-                        "run": {"quaternion_sign": "canonical", "colour_targets": "wrapped"}},
-        "dataset": {"views": 12},
-        "config": {"probes": {"rotation": {"train_per_object": 10, "val_per_object": 10, "holdout_fraction": 0.1,
-                                           "epochs": 50}}},
-        "metrics": metrics, "definitions": {k: "d" for k in metrics}, "probes": probes or {}}))
-    return str(run)
-
-
-def _rotation_run(root, name: str, method: str, part: str, skill: float, seed: int = 0, objects: int = 10,
-                  noise_seed: int | None = None) -> str:
-    """A run whose probe.json holds per-object sums as `ssl-eq probe` writes them: val targets of `objects`
-    objects (10 pairs each) predicted as skill · target + (1 − skill) · train mean + noise; metrics from the sums."""
-    g = torch.Generator().manual_seed(1000 * seed + (noise_seed if noise_seed is not None else len(name)))
-    target = torch.nn.functional.normalize(torch.randn(objects * 10, 4, generator=torch.Generator().manual_seed(7)),
-                                           dim=1)
-    mean = torch.nn.functional.normalize(torch.randn(objects * 10, 4, generator=torch.Generator().manual_seed(8)),
-                                         dim=1).mean(0)  # the training targets' mean
-    pred = skill * target + (1 - skill) * mean + 0.15 * torch.randn(target.shape, generator=g)
-    ids = torch.arange(objects).repeat_interleave(10)
-    entry = PO.regression(pred, target, mean, ids)
-    values = {m: S.bootstrap([(entry, m)], draws=1).value for m in
-              ("r2_pooled", "r2_uniform_varying", "geodesic_deg", "r2_pooled_mean_baseline",
-               "r2_uniform_varying_mean_baseline")}
-    metrics = {f"rotation/{part}/r2_pooled": values["r2_pooled"],
-               f"rotation/{part}/r2_uniform_varying": values["r2_uniform_varying"],
-               f"rotation/{part}/geodesic_deg": values["geodesic_deg"],
-               "rotation/r2_pooled_mean_baseline": values["r2_pooled_mean_baseline"],
-               "rotation/r2_uniform_varying_mean_baseline": values["r2_uniform_varying_mean_baseline"]}
-    probes = {"rotation": {"status": "ok", "per_object": {part: entry}}}
-    return _probe_run(root, name, method, "default", metrics, seed=seed, probes=probes)
-
-
 def _verdicts(md: str) -> list[str]:
     return [line[4:-2] for line in md.split("## Headline", 1)[1].splitlines() if line.startswith("- **")]
 
@@ -166,8 +126,8 @@ def _verdicts(md: str) -> list[str]:
 def test_small_runs_below_their_baseline_are_not_read_as_a_win(tmp_path):
     """The issue's case (SIE and VICReg, 10 val objects, both below the mean baseline): the reading says "not
     above baseline" for both and states no gap, although SIE's R² is the larger."""
-    runs = [_rotation_run(tmp_path, "sie", "sie", "equi", skill=0.02),
-            _rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.0)]
+    runs = [rotation_run(tmp_path, "sie", "sie", "equi", skill=0.02),
+            rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.0)]
     assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     sie_r2 = json.loads((tmp_path / "sie" / "probe" / "probe.json").read_text())["metrics"]
@@ -187,24 +147,24 @@ def test_small_runs_below_their_baseline_are_not_read_as_a_win(tmp_path):
 
 
 def test_a_real_gap_is_stated_with_its_paired_interval(tmp_path):
-    runs = [_rotation_run(tmp_path, "sie", "sie", "equi", skill=0.9),
-            _rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.5)]
+    runs = [rotation_run(tmp_path, "sie", "sie", "equi", skill=0.9),
+            rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.5)]
     assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
     verdicts = _verdicts((tmp_path / "out" / "report.md").read_text())
     assert verdicts[0].startswith("sie (sie, equi): above baseline by +")
     gap = re.fullmatch(r"sie \(equi\) − vicreg \(full\) = \+(\S+) \[\+(\S+), \+(\S+)\]", verdicts[2])
     assert gap and 0 < float(gap[2]) < float(gap[1]) < float(gap[3])
     # the same two runs on one seed each, but as near-identical skills: no difference shown
-    runs = [_rotation_run(tmp_path / "b", "sie", "sie", "equi", skill=0.6),
-            _rotation_run(tmp_path / "b", "vicreg", "vicreg", "full", skill=0.6, noise_seed=3)]
+    runs = [rotation_run(tmp_path / "b", "sie", "sie", "equi", skill=0.6),
+            rotation_run(tmp_path / "b", "vicreg", "vicreg", "full", skill=0.6, noise_seed=3)]
     assert main(["report", *runs, "--out", str(tmp_path / "out_b")]) == 0
     verdicts = _verdicts((tmp_path / "out_b" / "report.md").read_text())
     assert verdicts[2].startswith("sie (equi) vs vicreg (full): no difference shown (sie (equi) − vicreg (full) ")
 
 
 def test_runs_differing_only_in_seed_are_one_row_with_mean_and_std(tmp_path):
-    runs = [_rotation_run(tmp_path, f"sie_s{s}", "sie", "equi", skill=0.5 + 0.2 * s, seed=s) for s in (0, 1)]
-    runs.append(_rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.5))
+    runs = [rotation_run(tmp_path, f"sie_s{s}", "sie", "equi", skill=0.5 + 0.2 * s, seed=s) for s in (0, 1)]
+    runs.append(rotation_run(tmp_path, "vicreg", "vicreg", "full", skill=0.5))
     assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     head = next(rows for title, rows in markdown_tables(md).items() if title.startswith("Headline"))
@@ -223,14 +183,14 @@ def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_pa
     base = {"rotation/r2_pooled_mean_baseline": 0.27, "rotation/r2_uniform_mean_baseline": 0.49,
             "rotation/r2_uniform_varying_mean_baseline": -0.01}
     runs = [
-        _probe_run(tmp_path, "ceiling", "supervised", "default",
+        probe_run(tmp_path, "ceiling", "supervised", "default",
                    {**base, "linear/full/top1": 90.0, "rotation/full/r2_pooled": 0.70,
                     "rotation/full/r2_uniform": 0.60}),
-        _probe_run(tmp_path, "sie", "sie", "default",
+        probe_run(tmp_path, "sie", "sie", "default",
                    {**base, "linear/inv/top1": 50.0, "linear/full/top1": 52.0, "rotation/equi/r2_pooled": 0.40,
                     "rotation/equi/r2_uniform": 0.60, "rotation/equi/r2_uniform_varying": 0.20,
                     "rotation/equi/geodesic_deg": 41.5, "rotation/full/r2_pooled": 0.35, "predictor/val/hit@1": 0.25}),
-        _probe_run(tmp_path, "vicreg", "vicreg", "default",
+        probe_run(tmp_path, "vicreg", "vicreg", "default",
                    {**base, "linear/full/top1": 55.0, "rotation/full/r2_pooled": 0.25,
                     "rotation/full/r2_uniform": -0.02, "rotation/full/r2_uniform_varying": -0.05}),
     ]
@@ -268,7 +228,7 @@ def test_stale_probe_results_are_marked(tmp_path):
 
     from ssl_eq.utils.identity import weights_digest
 
-    run = Path(_probe_run(tmp_path, "sie", "sie", "default", {"rotation/equi/r2_pooled": 0.3}))
+    run = Path(probe_run(tmp_path, "sie", "sie", "default", {"rotation/equi/r2_pooled": 0.3}))
     (run / "checkpoints").mkdir()
     _torch.save({"state_dict": {"w": _torch.ones(3)}}, run / "checkpoints" / "last.ckpt")
     probe_file = run / "probe" / "probe.json"

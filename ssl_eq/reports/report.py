@@ -409,29 +409,65 @@ def dataset_sheet(runs: list[RunInfo], out_png: Path) -> tuple[Path | None, str]
     return None, "; ".join(reasons) or "no run names a dataset"
 
 
+def _orbit_frames(folder: Path, record: dict[str, Any]) -> np.ndarray | None:
+    """(N, S, H, W, 3) frames of an orbit from its frames sheet (RUN/orbit/<stem>_frames.png), None if absent."""
+    from PIL import Image
+
+    name = record.get("frames")
+    if not name or not (folder / name).is_file():
+        return None
+    sheet = np.asarray(Image.open(folder / name).convert("RGB"))
+    n, s = len(record["objects"]), int(record["steps"]) if not record.get("grid") else int(np.prod(
+        record["grid"]["shape"]))
+    h, w = sheet.shape[0] // n, sheet.shape[1] // s
+    return sheet.reshape(n, h, s, w, 3).transpose(0, 2, 1, 3, 4)
+
+
 def orbit_section(runs: list[RunInfo], out: Path, add_image) -> tuple[str, str] | None:
-    """Area-under-curve table and figures of each run's RUN/orbit/orbit.json -> (markdown, html), None if no
-    run has one. `add_image(png, alt)` embeds a PNG copied into OUT/assets/."""
-    found = [(r, r.path / "orbit", json.loads((r.path / "orbit" / "orbit.json").read_text())["orbits"])
-             for r in runs if (r.path / "orbit" / "orbit.json").is_file()]
+    """Area-under-curve table, comparison figures of the runs sharing an orbit (shared y scales), each run's
+    figures folded, and the interactive explorer (HTML) of every orbit in the runs' RUN/orbit/orbit.json ->
+    (markdown, html), None if no run has one. `add_image(png, alt)` embeds a PNG copied into OUT/assets/."""
+    from ssl_eq.orbit import plots as orbit_plots
+    from ssl_eq.orbit.explorer import explorer_fragment, orbit_payload
+    from ssl_eq.orbit.runner import _finite, _nan, orbit_stem
+
+    found = [(r, r.path / "orbit", _read_json(r.path / "orbit" / "orbit.json").get("orbits") or {}) for r in runs]
+    found = [f for f in found if f[2]]
     if not found:
         return None
     curves = sorted({c for _, _, orbits in found for o in orbits.values() for c in o["auc"]})
-    rows, md_parts, html_parts = [], [], []
+    by_key: dict[str, dict[str, tuple[Path, dict]]] = {}
+    rows, md_parts, html_parts, per_run = [], [], [], []
     for r, folder, orbits in found:
         for key, orbit in orbits.items():
+            by_key.setdefault(key, {})[r.name] = (folder, orbit)
             rows.append([r.name, r.method, key, *(_fmt(orbit["auc"].get(c)) for c in curves)])
             for name in orbit.get("plots", []):
                 if (folder / name).is_file():
-                    dst = out / ASSETS / f"{r.name}__orbit_{name}"
+                    dst = out / ASSETS / f"{r.path.name}__orbit_{name}"
                     shutil.copyfile(folder / name, dst)
-                    m, h = add_image(dst, f"{r.name}: orbit {key} ({Path(name).stem.rsplit('_', 1)[-1]})")
-                    md_parts.append(m)
-                    html_parts.append(h)
-    header = ["run", "method", "orbit", *curves]
-    note = "Area under each orbit curve divided by the orbit's span, i.e. the curve's mean over the orbit."
-    return (f"{note}\n\n{_md_table(header, rows)}\n\n" + "\n\n".join(md_parts),
-            f"<p>{html.escape(note)}</p>{_html_table(header, rows)}" + "".join(html_parts))
+                    per_run.append(add_image(dst, f"{r.name}: orbit {key} ({Path(name).stem.rsplit('_', 1)[-1]})"))
+    explorer = {}
+    for key, members in by_key.items():
+        records = {name: orbit for name, (_, orbit) in members.items()}
+        if len(records) > 1:
+            png = orbit_plots.curves_figure({k: _nan(v) for k, v in records.items()}, None,
+                                            out / ASSETS / f"orbit_compare_{orbit_stem(key)}.png",
+                                            f"{key}: {', '.join(records)} (shared y scales)")
+            m, h = add_image(png, f"orbit {key}: runs compared")
+            md_parts.append(m)
+            html_parts.append(h)
+        folder, first = next(iter(members.values()))
+        explorer[key] = _finite(orbit_payload(records, _orbit_frames(folder, first)))
+    header = ["run", "method", "orbit (latent/range@source)", *(human(c)[0] for c in curves)]
+    note = ("Area under each orbit curve divided by the orbit's span, i.e. the curve's mean over the orbit "
+            "(lower is better except for Hit@1).")
+    md = f"{note}\n\n{_md_table(header, rows)}\n\n" + "\n\n".join(md_parts + [m for m, _ in per_run])
+    page = (f"<p>{html.escape(note)}</p>{_html_table(header, rows)}" + "".join(html_parts)
+            + _fold("Interactive explorer (slider over Δ: frame and markers on every curve)",
+                    explorer_fragment(explorer), open_=True)
+            + _fold("Each run's orbit figures", f'<div class="thumbs">{"".join(h for _, h in per_run)}</div>'))
+    return md, page
 
 
 def _text(cell: Cell) -> str:
@@ -481,7 +517,8 @@ HTML_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;padd
               "table{border-collapse:collapse;margin:0.6em 0;font-size:13px;max-width:100%}"
               "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top;"
               "overflow-wrap:anywhere}th{background:#f3f3f3}td:first-child{text-align:left}"
-              "table.headline td{text-align:left}sup.key{color:#888;font-size:9px;cursor:help}"
+              "table.headline td,table.headline th{text-align:left}table.headline td:nth-child(-n+3),"
+              "table.headline th:nth-child(-n+3){white-space:nowrap}th{overflow-wrap:normal}sup.key{color:#888;font-size:9px;cursor:help}"
               "img{max-width:100%}figure{display:inline-block;margin:4px;vertical-align:top}"
               ".thumbs figure{width:31%}.thumbs img{width:100%}figcaption{font-size:11px;color:#555}"
               "#verdict{background:#eef5ff;border-left:4px solid #2a6fd6;padding:0.4em 1em;margin:0.5em 0}"
