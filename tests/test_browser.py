@@ -108,6 +108,32 @@ def test_explorer_slider_moves_the_frame_and_every_marker(browser, tmp_path):
     browser.save_screenshot(str(tmp_path / "explorer.png"))
 
 
+def test_explorer_shows_a_two_parameter_orbit_as_heatmaps(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    s1, s2 = 4, 3
+    record = _orbit_record(0.8, steps=s1 * s2)
+    record.update(latent="rot_z,spot_hue", parameter=list(range(s1 * s2)), unit="grid frame", scale=1.0,
+                  reference_index=2 * s2 + 1, train_band=None,
+                  grid={"latents": ["rot_z", "spot_hue"], "shape": [s1, s2], "units": ["deg", "hue"],
+                        "parameters": [[-180, -90, 0, 90], [-0.33, 0, 0.33]], "reference": [2, 1]})
+    key = "rot_z,spot_hue/full@dataset"
+    page = write_explorer({key: {"sie": record}}, {key: _frames(steps=s1 * s2)}, tmp_path / "grid.html")
+    browser.get(page.as_uri())
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.oe-chart")
+    assert len(charts) == 3 and all(len(c.find_elements(By.TAG_NAME, "rect")) >= s1 * s2 for c in charts)
+    marker = browser.find_element(By.CSS_SELECTOR, ".oe-marker")
+    canvas = browser.find_element(By.ID, "oe-frame")
+    start = (marker.get_attribute("x"), marker.get_attribute("y"), canvas.get_attribute("data-frame"))
+    assert start[2] == "0,7"  # the reference frame (row 2, column 1)
+    browser.find_element(By.ID, "oe-slider2").send_keys(Keys.ARROW_RIGHT)
+    browser.find_element(By.ID, "oe-slider").send_keys(Keys.ARROW_LEFT)
+    end = (marker.get_attribute("x"), marker.get_attribute("y"), canvas.get_attribute("data-frame"))
+    assert end[2] == "0,5" and float(end[0]) > float(start[0]) and float(end[1]) > float(start[1])
+    assert "Δ rot_z = -90.0 deg, Δ spot_hue = 0.330 hue" == browser.find_element(By.ID, "oe-value").text
+
+
 def test_report_first_screen_shows_the_verdict_and_no_table_overflows(browser, tmp_path):
     from selenium.webdriver.common.by import By
 

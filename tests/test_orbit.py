@@ -16,7 +16,7 @@ from ssl_eq.cli import main
 from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.geometry import euler_xyz_to_matrix, geodesic_angle
 from ssl_eq.orbit.frames import render_frames, select_orbit_objects
-from ssl_eq.orbit.latents import LATENT_ORBITS, orbit_latents, plan_orbit
+from ssl_eq.orbit.latents import LATENT_ORBITS, GridPlan, grid_latents, orbit_latents, plan_orbit
 from ssl_eq.orbit.measures import area_under_curve
 from ssl_eq.orbit.runner import measure_orbit
 from ssl_eq.renderers.job import RenderConfig, RenderJob
@@ -251,6 +251,33 @@ def test_orbits_over_different_sources_coexist(sie_run, tmp_path):
     assert "orbit rot_z/full@procedural (curves)" in md
     page = (tmp_path / "report" / "report.html").read_text()
     assert '"rot_z/full@procedural"' in page and "orbit-explorer" in page  # both in the explorer's data
+
+
+def test_grid_latents_sweep_both_latents_row_major():
+    plan = GridPlan(plan_orbit("rot_z", "full", 4, SCENE), plan_orbit("spot_hue", "full", 3, SCENE))
+    view0 = np.arange(14, dtype=float).reshape(2, 7) / 10
+    lat = grid_latents(view0, (2, 6), plan)
+    assert lat.shape == (2, 12, 7) and plan.shape == (4, 3)
+    assert plan.reference_index == 2 * 3 + 1  # (Δ rot_z, Δ spot_hue) = (0, 0)
+    assert np.allclose(lat[:, plan.reference_index], view0)
+    assert np.allclose(lat[0, 3:6, 2] - view0[0, 2], plan.first.offsets[1])  # row 1: the second Δ rot_z
+    assert np.allclose(lat[0, 3:6, 6] - view0[0, 6], plan.second.offsets)   # along it, every Δ spot_hue
+    assert np.allclose(np.delete(lat, [2, 6], axis=2), np.delete(view0, [2, 6], axis=1)[:, None])
+
+
+def test_two_parameter_orbit_is_a_grid_with_heatmaps(sie_run, tmp_path):
+    run = tmp_path / "sie"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("orbit"))
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "--latent", "rot_z,spot_hue", "--steps", "3",
+                 "--objects", "2", "--device", "cpu", "--html"]) == 0
+    orbit = json.loads((run / "orbit" / "orbit.json").read_text())["orbits"]["rot_z,spot_hue/full@dataset"]
+    assert orbit["grid"]["shape"] == [3, 3] and orbit["grid"]["latents"] == ["rot_z", "spot_hue"]
+    assert np.array(orbit["curves"]["invariance"]["per_object"]).shape == (2, 9)
+    assert orbit["curves"]["invariance"]["mean"][orbit["reference_index"]] == 0
+    assert orbit["plots"] == ["rot_z+spot_hue_full__dataset_heatmap.png"]
+    assert _not_blank(run / "orbit" / orbit["plots"][0])
+    assert '"grid": {"latents": ["rot_z", "spot_hue"]' in (tmp_path / "o" / "orbit_explorer.html").read_text()
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "--latent", "rot_z,rot_z"]) == 2
 
 
 def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, capsys):

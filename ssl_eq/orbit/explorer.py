@@ -161,7 +161,7 @@ SCRIPT = r"""
       const v = +m.dataset['v' + s];
       if (isGrid()) {
         m.setAttribute('x', +m.dataset.x0 + (+m.dataset.cw) * state.step2);
-        m.setAttribute('y', +m.dataset.y0 + (+m.dataset.ch) * state.step);
+        m.setAttribute('y', +m.dataset.y0 + (+m.dataset.ch) * (orbit().grid.shape[0] - 1 - state.step));
       } else {
         m.setAttribute('cx', m.dataset['x' + s]);
         m.setAttribute('cy', isFinite(v) ? m.dataset['y' + s] : -100);
@@ -247,10 +247,10 @@ SCRIPT = r"""
     const cw = (W - L - R) / n2, ch = (H - T - B) / n1;
     for (let i = 0; i < n1; i++) for (let j = 0; j < n2; j++) {
       const v = s.main[i * n2 + j], t = Math.max(0, Math.min(1, (v - lo) / (hi - lo)));
-      el('rect', {x: L + j * cw, y: T + i * ch, width: cw + 0.5, height: ch + 0.5,
+      el('rect', {x: L + j * cw, y: T + (n1 - 1 - i) * ch, width: cw + 0.5, height: ch + 0.5,
                   fill: isFinite(v) && v !== null ? 'hsl(' + (240 - 240 * t) + ',70%,50%)' : '#ccc'}, svg);
     }
-    el('text', {x: L - 4, y: T + 8, 'text-anchor': 'end', class: 'oe-small'}, svg).textContent = g.latents[0];
+    el('text', {x: L - 4, y: T + 8, 'text-anchor': 'end', class: 'oe-small'}, svg).textContent = g.latents[0] + ' ↑';
     el('text', {x: W - R, y: H - B + 12, 'text-anchor': 'end', class: 'oe-small'}, svg).textContent =
       g.latents[1] + ' →; colour ' + fmt(lo) + ' (blue) … ' + fmt(hi) + ' (red)';
     const m = el('rect', {width: cw, height: ch, fill: 'none', stroke: '#000', 'stroke-width': 2, class: 'oe-marker',

@@ -229,3 +229,31 @@ def pca_figure(results: dict[str, dict[str, Any]], path: Path, title: str) -> Pa
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def grid_figure(results: dict[str, dict[str, Any]], path: Path, title: str,
+                limits: dict[str, tuple[float, float]] | None = None) -> Path:
+    """Two-parameter orbits: one heatmap of the mean over objects per measure (rows) and run (columns), axes the
+    two latents' offsets, the reference frame (view 0) starred; colour limits shared within a measure."""
+    groups = [(key, curve) for key, curves in panels(results) for curve in curves]
+    limits = limits or shared_limits(results)
+    fig, axes = plt.subplots(len(groups), len(results), figsize=(PANEL_INCHES[0] * len(results),
+                                                                 PANEL_INCHES[1] * len(groups)), squeeze=False)
+    for row, (key, curve) in zip(axes, groups):
+        for ax, (name, record) in zip(row, results.items()):
+            g = record["grid"]
+            p1, p2 = (np.asarray(p, float) for p in g["parameters"])
+            if curve not in record["curves"]:
+                ax.axis("off")
+                continue
+            values = np.asarray(record["curves"][curve]["mean"], float).reshape(g["shape"])
+            im = ax.imshow(values, origin="lower", aspect="auto", cmap="viridis", vmin=limits[key][0],
+                           vmax=limits[key][1], extent=(p2[0], p2[-1], p1[0], p1[-1]))
+            ax.scatter([p2[g["reference"][1]]], [p1[g["reference"][0]]], marker="*", s=90, c="w", edgecolors="k")
+            ax.set(xlabel=f"Δ {g['latents'][1]} ({g['units'][1]})", ylabel=f"Δ {g['latents'][0]} ({g['units'][0]})",
+                   title=f"{name}: {curve}")
+            ax.title.set_fontsize(9)
+            fig.colorbar(im, ax=ax, label=PLOTTED[key], fraction=0.046)
+    fig.suptitle(f"{title}\nmean over {len(next(iter(results.values()))['objects'])} objects; ★ view 0")
+    fig.tight_layout()
+    return _save(fig, path)

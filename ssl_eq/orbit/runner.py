@@ -26,7 +26,8 @@ from torch import Tensor
 from ssl_eq.orbit import measures as M
 from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
-from ssl_eq.orbit.latents import LATENT_ORBITS, OrbitPlan, check_latent, check_range_steps, orbit_latents, plan_orbit
+from ssl_eq.orbit.latents import (LATENT_ORBITS, GridPlan, OrbitPlan, check_latent, check_range_steps, grid_latents,
+                                  orbit_latents, plan_orbit)
 from ssl_eq.utils.io import read_json, write_json_atomic
 
 ORBIT_DIR = "orbit"
@@ -34,19 +35,20 @@ ORBIT_JSON = "orbit.json"
 PROBE_HEADS = "probe/rotation_head_*.pt"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 FIGURES = ("curves", "polar", "pca")
+GRID_FIGURES = ("heatmap",)       # two-parameter orbits
 FRAMES = "frames"                 # <stem>_frames.png: the rendered frames, one row per object
 DATASET_SOURCE = "dataset"
 EXPLORER = "orbit_explorer.html"
 
 
 def orbit_stem(key: str) -> str:
-    """File-name stem of an orbit key: "rot_z/full@dataset" -> "rot_z_full__dataset"."""
-    return key.replace("@", "__").replace("/", "_")
+    """File-name stem of an orbit key: "rot_z/full@dataset" -> "rot_z_full__dataset" (a grid's "a,b" -> "a+b")."""
+    return key.replace("@", "__").replace("/", "_").replace(",", "+")
 
 
 @dataclass
 class OrbitOptions:
-    latents: list[str] | None = None        # None: every latent of each run's dataset schema
+    latents: list[str] | None = None        # None: every latent of each run's dataset schema; "a,b": a 2-D grid
     range: str = "full"
     steps: int = 24
     objects: int = 8
@@ -64,8 +66,13 @@ class OrbitOptions:
         return self.source + (f"-{Path(self.source_root).name}" if self.source_root else "")
 
     def validate(self) -> None:
-        for name in self.latents or []:
-            check_latent(name)
+        for spec in self.latents or []:
+            names = spec.split(",")
+            if len(names) > 2 or len(set(names)) != len(names):
+                raise ValueError(f"--latent {spec!r}: one latent, or two distinct ones separated by a comma for a "
+                                 "two-parameter (grid) orbit")
+            for name in names:
+                check_latent(name)
         check_range_steps(self.range, self.steps)
         if self.objects < 2:
             raise ValueError(f"--objects must be >= 2 (invariance is normalised by distances between objects), "
@@ -198,6 +205,30 @@ def orbit_record(plan: OrbitPlan, objects: OrbitObjects, kept: list[int], latent
     }
 
 
+def grid_record(plan: GridPlan, objects: OrbitObjects, kept: list[int], latents: np.ndarray,
+                curves: dict[str, Tensor], pca: Tensor, pca_part: str, scale: float | None, notes: list[str],
+                source: str = DATASET_SOURCE, scene: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The orbit.json entry of a two-parameter orbit: curves over the S₁·S₂ grid frames (row-major, `grid`
+    gives both latents' offsets), "parameter" the flat frame index; auc: the mean over the grid."""
+    out_curves = {name: {**M.summarise(v.double().numpy()), "per_object": v.double().numpy().tolist()}
+                  for name, v in curves.items()}
+    first, second = plan.first, plan.second
+    return {
+        "latent": plan.latent, "range": plan.range, "source": source, "source_describe": objects.describe,
+        "scene": scene, "train_band": None, "steps": plan.shape[0] * plan.shape[1],
+        "parameter": list(range(plan.shape[0] * plan.shape[1])), "unit": "grid frame", "scale": 1.0,
+        "closed": False, "polar_period": float(plan.shape[0] * plan.shape[1]),
+        "reference_index": plan.reference_index,
+        "grid": {"latents": [first.latent, second.latent], "shape": list(plan.shape),
+                 "parameters": [(p.offsets * p.scale).tolist() for p in (first, second)],
+                 "units": [first.unit, second.unit], "reference": [first.reference_index, second.reference_index]},
+        "objects": [objects.refs[i].object_id for i in kept], "view0_latents": latents[:, plan.reference_index].tolist(),
+        "inter_object_distance": scale, "curves": out_curves,
+        "auc": {name: float(np.nanmean(c["mean"])) for name, c in out_curves.items()},
+        "pca": {"part": pca_part, "coords": pca.tolist()}, "notes": objects.notes + notes,
+    }
+
+
 def _finite(obj: Any) -> Any:
     """NaN / inf -> None, recursively (orbit.json stays strict JSON)."""
     if isinstance(obj, float):
@@ -274,10 +305,14 @@ class OrbitAnalysis:
             self._objects[key] = select_orbit_objects(manifest, dataset, o.objects, o.source, o.source_root)
         return self._objects[key]
 
-    def frames_for(self, objects: OrbitObjects, plan: OrbitPlan) -> tuple[Tensor, list[int], np.ndarray]:
-        key = (objects.key, plan.latent, plan.range, len(plan.offsets))
+    def frames_for(self, objects: OrbitObjects, plan: OrbitPlan | GridPlan) -> tuple[Tensor, list[int], np.ndarray]:
+        key = (objects.key, plan.latent, plan.range, self.opts.steps)
         if key not in self._frames:
-            latents = orbit_latents(objects.view0, objects.latent_schema.index(plan.latent), plan.offsets)
+            if isinstance(plan, GridPlan):
+                columns = tuple(objects.latent_schema.index(p.latent) for p in (plan.first, plan.second))
+                latents = grid_latents(objects.view0, columns, plan)
+            else:
+                latents = orbit_latents(objects.view0, objects.latent_schema.index(plan.latent), plan.offsets)
             frames, kept = render_frames(objects, latents, self.device, self.opts.batch_size)
             self._frames[key] = (frames, kept, latents[kept])
         return self._frames[key]
@@ -298,9 +333,10 @@ class OrbitAnalysis:
         wanted = self.opts.latents or orbit_latents_of(schema)
         todo = []
         for latent in wanted:
-            if latent not in schema:
+            missing = [n for n in latent.split(",") if n not in schema]
+            if missing:
                 errors.append(f"{run_dir}: its dataset {dataset} (variant {manifest['variant']}) has no latent "
-                              f"{latent!r}; its latents are {schema}")
+                              f"{missing[0]!r}; its latents are {schema}")
             else:
                 todo.append(latent)
         if not todo:
@@ -312,17 +348,20 @@ class OrbitAnalysis:
         records = {}
         scene = objects.settings.scene.to_dict()
         for latent in todo:
-            plan = plan_orbit(latent, self.opts.range, self.opts.steps, scene)
+            plans = [plan_orbit(n, self.opts.range, self.opts.steps, scene) for n in latent.split(",")]
+            plan = plans[0] if len(plans) == 1 else GridPlan(*plans)
             frames, kept, latents = self.frames_for(objects, plan)
             curves, pca, part, scale, notes = measure_orbit(model, frames, latents, plan, heads, self.device,
                                                             self.opts.batch_size)
-            record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes,
-                                  self.opts.source_tag, scene)
+            make = orbit_record if isinstance(plan, OrbitPlan) else grid_record
+            record = make(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes,
+                          self.opts.source_tag, scene)
             key = f"{latent}/{plan.range}@{self.opts.source_tag}"
-            print(f"  {key}: {len(kept)} objects x {len(plan.offsets)} frames", flush=True)
+            print(f"  {key}: {len(kept)} objects x {record['steps']} frames", flush=True)
             record = _finite(record)
             stem = orbit_stem(key)
-            record["plots"] = [f"{stem}_{f}.png" for f in FIGURES]  # drawn by `finish`, with shared y scales
+            # drawn by `finish`, with shared y scales
+            record["plots"] = [f"{stem}_{f}.png" for f in (FIGURES if isinstance(plan, OrbitPlan) else GRID_FIGURES)]
             record["frames"] = plots.frames_sheet(frames.numpy(), run_dir / ORBIT_DIR / f"{stem}_{FRAMES}.png").name
             records[key] = record
             self.results.setdefault(key, {})[name] = record
@@ -344,6 +383,8 @@ class OrbitAnalysis:
               key: str, limits: dict[str, tuple[float, float]]) -> list[str]:
         stem = orbit_stem(key)
         results = {k: _nan(v) for k, v in results.items()}
+        if next(iter(results.values())).get("grid"):
+            return [plots.grid_figure(results, folder / f"{stem}_heatmap.png", title, limits).name]
         paths = [plots.curves_figure(results, strip, folder / f"{stem}_curves.png", title, limits),
                  plots.polar_figure(results, folder / f"{stem}_polar.png", title),
                  plots.pca_figure(results, folder / f"{stem}_pca.png", title)]
