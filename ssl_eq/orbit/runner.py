@@ -259,7 +259,8 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
         try:
             old = read_json(path, "orbit.json")
             if old.get("checkpoint_sha256") == header["checkpoint_sha256"]:
-                orbits = old.get("orbits", {})
+                # entries keyed before the source was part of the key ("<latent>/<range>") are replaced
+                orbits = {k: v for k, v in old.get("orbits", {}).items() if "@" in k}
         except ValueError:
             pass  # unreadable: replaced
     orbits.update(records)

@@ -3,9 +3,12 @@
 Per run it reads RUN/metrics.json (training), RUN/probe/probe.json (probes), RUN/tb/ (TensorBoard curves),
 RUN/config.yaml (method name, dataset) and RUN/orbit/orbit.json (`ssl-eq orbit`, when present). Missing
 pieces show as a dash or a note; a folder holding none of them is refused, and a run whose metrics.json status
-is not "completed" is named "(failed)" / "(running or killed)" with its training metrics left out. The report leads with a headline table (one row per run, the
-`supervised` method's runs last as the ceiling) and a one-line reading of it; the detailed tables, the probe
-protocols and the published numbers follow.
+is not "completed" is named "(failed)" / "(running or killed)" with its training metrics left out.
+
+Top-down: what was run (dataset, budget, seed, protocol, freshness of the results), the headline (one row per
+seed group, `headline`; supervised runs last as the ceiling) with 95 % bootstrap intervals over val objects
+(`stats`) and its verdicts, then the details, folded in report.html: protocols, every metric, curves, probe
+plots, orbits with the interactive explorer, the dataset, the published numbers and the definitions.
 """
 from __future__ import annotations
 
@@ -212,6 +215,8 @@ def human(key: str) -> Cell:
         name = f"mean baseline of {HUMAN.get(last.removesuffix('_mean_baseline'), last)}"
     elif last.startswith("hit@"):
         name = f"Hit@{last[4:]}"
+    elif last.startswith("std_"):  # collapse signal of a d-wide part
+        name = f"std of the L2-normalised {last[4:]} part (0 = collapsed, 1/√d = spread out)"
     return (": ".join([*prefix, name]) if prefix else name, key)
 
 
@@ -417,8 +422,7 @@ def _orbit_frames(folder: Path, record: dict[str, Any]) -> np.ndarray | None:
     if not name or not (folder / name).is_file():
         return None
     sheet = np.asarray(Image.open(folder / name).convert("RGB"))
-    n, s = len(record["objects"]), int(record["steps"]) if not record.get("grid") else int(np.prod(
-        record["grid"]["shape"]))
+    n, s = len(record["objects"]), int(record["steps"])  # a grid orbit's steps: S₁·S₂ frames
     h, w = sheet.shape[0] // n, sheet.shape[1] // s
     return sheet.reshape(n, h, s, w, 3).transpose(0, 2, 1, 3, 4)
 
@@ -512,7 +516,6 @@ def _fold(summary: str, body: str, open_: bool = False) -> str:
     return f"<details{' open' if open_ else ''}><summary>{html.escape(summary)}</summary>{body}</details>"
 
 
-PAGE_WIDTH_PX = 1400  # no table may be wider (tests/test_browser.py)
 HTML_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}"
               "table{border-collapse:collapse;margin:0.6em 0;font-size:13px;max-width:100%}"
               "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top;"
