@@ -520,7 +520,8 @@ HTML_STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;padd
               "table{border-collapse:collapse;margin:0.6em 0;font-size:13px;max-width:100%}"
               "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;vertical-align:top;"
               "overflow-wrap:anywhere}th{background:#f3f3f3}td:first-child{text-align:left}"
-              "table.headline td,table.headline th{text-align:left}table.headline td:nth-child(-n+3),"
+              "table.headline td,table.headline th,table.runs td,table.runs th{text-align:left}"
+              "table.runs td:first-child{white-space:nowrap}table.headline td:nth-child(-n+3),"
               "table.headline th:nth-child(-n+3){white-space:nowrap}th{overflow-wrap:normal}sup.key{color:#888;font-size:9px;cursor:help}"
               "img{max-width:100%}figure{display:inline-block;margin:4px;vertical-align:top}"
               ".thumbs figure{width:31%}.thumbs img{width:100%}figcaption{font-size:11px;color:#555}"
@@ -550,7 +551,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path, title: str = "
         return f"![{alt}]({png.relative_to(out).as_posix()})", _html_image(png, alt)
 
     sections.append(("What was run", _md_table(RUN_HEADER, run_rows(runs)),
-                     _html_table(RUN_HEADER, run_rows(runs)), True))
+                     _html_table(RUN_HEADER, run_rows(runs), "runs"), True))
     head, head_rows, verdicts = headline(runs)
     note = (f"Each number: the mean over a group's seeds [95 % interval from {S.DRAWS} bootstrap resamples of the "
             f"val objects the seeds share, resampling seed {S.SEED}]; ± sd and the per-seed values for several "
