@@ -168,7 +168,7 @@ def test_runs_differing_only_in_seed_are_one_row_with_mean_and_std(tmp_path):
     assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     head = next(rows for title, rows in markdown_tables(md).items() if title.startswith("Headline"))
-    assert [r[0] for r in head[2:]] == ["sie_s0 (+1 seed)", "vicreg"]
+    assert [r[0] for r in head[2:]] == ["sie (2 seeds)", "vicreg"]
     assert head[2][head[0].index("seeds")] == "0, 1"
     r2 = [json.loads((tmp_path / f"sie_s{s}" / "probe" / "probe.json").read_text())["metrics"]
           ["rotation/equi/r2_pooled"] for s in (0, 1)]

@@ -9,6 +9,7 @@ groups is stated only when both are above baseline and the paired interval exclu
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,8 +53,13 @@ class Group:
 
     @property
     def name(self) -> str:
-        more = len(self.runs) - 1
-        return self.runs[0].name if not more else f"{self.runs[0].name} (+{more} seed{'s' if more > 1 else ''})"
+        if len(self.runs) == 1:
+            return self.runs[0].name
+        stems = {re.sub(rf"[_-]s(eed)?{r.seed}$", "", r.path.name) for r in self.runs}  # demo: <method>_s<k>
+        stale = " (stale)" if any(r.stale for r in self.runs) else ""
+        if len(stems) == 1:
+            return f"{stems.pop()} ({len(self.runs)} seeds){stale}"
+        return f"{self.runs[0].name} (+{len(self.runs) - 1} seeds)"
 
     @property
     def method(self) -> str:
