@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
                     "of a protocol (ssl_eq/configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
-                    "scalars and PNGs.")
+                    "scalars and PNGs. After training a run on, re-run this command: `ssl-eq report` marks probe results "
+                    "computed on an older checkpoint as stale.")
     p.add_argument("run_dir", help="run folder with config.yaml and checkpoints/last.ckpt")
     p.add_argument("--data", help="dataset folder (default: the one named in RUN_DIR/config.yaml)")
     p.add_argument("--probes", default="all",

@@ -98,6 +98,8 @@ def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[s
             record.update(status="ok", metrics=result.metrics, definitions=result.definitions, notes=result.notes,
                           selection=result.selection,
                           plots=[str(Path(p).relative_to(ctx.out_dir)) for p in result.plots])
+            if result.per_object:  # per-object sums of the headline metrics (the report's bootstrap)
+                record["per_object"] = result.per_object
             for metric, value in result.metrics.items():
                 flat[f"{name}/{metric}"] = value
                 definitions[f"{name}/{metric}"] = result.definitions[metric]

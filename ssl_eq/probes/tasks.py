@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, relative_quaternion
 from ssl_eq.probes import metrics as M
+from ssl_eq.probes import per_object as PO
 from ssl_eq.probes import plots
 from ssl_eq.probes.features import frozen_eval
 from ssl_eq.probes.heads import FittedHead, HeadConfig, train_head
@@ -61,6 +62,7 @@ class ProbeResult:
     plots: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     selection: dict[str, dict] = field(default_factory=dict)  # head tag -> FitResult.summary()
+    per_object: dict[str, dict] = field(default_factory=dict)  # part -> `per_object` entry (report bootstrap)
 
     def add(self, name: str, value: float | Tensor, definition_key: str) -> None:
         self.metrics[name] = float(value)
@@ -114,6 +116,7 @@ class _Task:
         val = self.examples("val", "latents")  # the features only give the (K, V) layout here
         self.val_rows = val.draw(torch.Generator().manual_seed(ctx.seed + VAL_SEED_OFFSET))
         self.y_val = val.target(self.val_rows)
+        self.val_objects = _object_ids(ctx.val, self.val_rows[:, 0])
 
     def examples(self, split: str, key: str) -> ViewTuples:
         feats = {"train": self.ctx.train, "val": self.ctx.val}[split]
@@ -132,6 +135,12 @@ class _Task:
                          on_fitted)
         result.selection[tag] = fit.summary()
         return fit.pred
+
+
+def _object_ids(feats: dict[str, Tensor], rows: Tensor) -> Tensor:
+    """(N,) object indices into a split's features -> (N,) dataset object ids (`object_index`, else the indices)."""
+    ids = feats.get("object_index")
+    return rows if ids is None else ids[rows]
 
 
 def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: Tensor) -> None:
@@ -162,6 +171,7 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         logits = task.fit(key, num_classes, "cross_entropy", f"linear/{part}", result)
         result.add(f"{part}/top1", M.topk_accuracy(logits, task.y_val, 1), "top1")
         result.add(f"{part}/top5", M.topk_accuracy(logits, task.y_val, 5), "top5")
+        result.per_object[part] = PO.accuracy(logits.argmax(1) == task.y_val, task.val_objects)
         confusions[part] = M.confusion_matrix(logits.argmax(1), task.y_val, num_classes)
         per_class[part] = M.per_class_accuracy(confusions[part]).numpy()
     result.plots.append(str(plots.per_class_bars(per_class, ctx.class_names, ctx.out_dir / "linear_per_class.png",
@@ -179,7 +189,8 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, t
     R²s, the R² over the varying outputs, the mean baseline and the geodesic error. `save` persists each part's
     head as `<name>_head_<part>` (ctx.save_head)."""
     result = ProbeResult()
-    _mean_baseline(result, "", task.train_targets(), task.y_val, varying=True)
+    y_train = task.train_targets()
+    _mean_baseline(result, "", y_train, task.y_val, varying=True)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
@@ -189,6 +200,7 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, t
         result.add(f"{part}/r2_uniform_varying", M.r2_uniform_varying(pred, task.y_val), "r2_uniform_varying")
         result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, task.y_val).mean(), "geodesic_deg")
         scatter[part] = (rotation_angle_deg(task.y_val).numpy(), rotation_angle_deg(pred).numpy())
+        result.per_object[part] = PO.regression(pred, task.y_val, y_train.mean(0), task.val_objects)
     result.plots.append(str(plots.angle_scatter(scatter, ctx.out_dir / f"{name}_angles.png", title)))
     return result
 
@@ -267,6 +279,8 @@ def probe_predictor(ctx: ProbeContext, cfg: dict) -> ProbeResult:
             actions = pair_actions(latents, pairs, ctx.latent_schema, **ctx.run_conventions)
             pred = model.predict(emb[objects, 0], actions).float()
         ranks = M.retrieval_ranks(pred, emb[objects], targets)
+        if split == "val":
+            result.per_object[split] = PO.accuracy(ranks == 1, _object_ids(feats, objects))
         for name, value in M.mrr_hits(ranks, tuple(cfg["hit_ks"])).items():
             result.add(f"{split}/{name}", value, "hit@k" if name.startswith("hit@") else "mrr")
         quats = absolute_rotation(latents, ctx.latent_schema)
