@@ -110,7 +110,7 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         result.add(f"{part}/top1", M.topk_accuracy(logits, task.y_val, 1), "top1")
         result.add(f"{part}/top5", M.topk_accuracy(logits, task.y_val, 5), "top5")
         confusions[part] = M.confusion_matrix(logits.argmax(1), task.y_val, num_classes)
-        per_class[part] = M.per_class_accuracy(confusions[part]).numpy()
+        per_class[part] = M.per_class_accuracy(logits.argmax(1), task.y_val, num_classes).numpy()
     result.plots.append(str(plots.per_class_bars(per_class, ctx.class_names, ctx.out_dir / "linear_per_class.png",
                                                  "Linear probe: per-class val accuracy")))
     for part, conf in confusions.items():

@@ -1,0 +1,83 @@
+"""The library calls that replaced hand-written code (torchmetrics, kornia, torchvision) give the values of the
+formulas they replaced, in this toolkit's conventions, and the hand-written code that stays has the reason it
+states: a case where the library differs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchmetrics.functional import r2_score
+from torchmetrics.functional.retrieval import retrieval_reciprocal_rank
+
+from ssl_eq.probes import metrics as M
+
+GEN = torch.Generator().manual_seed(0)
+
+
+def _cases(count: int = 50):
+    """Random (N, K) regression and (N, C) classification problems of assorted sizes."""
+    for _ in range(count):
+        n, k, c = (int(torch.randint(lo, hi, (), generator=GEN)) for lo, hi in ((5, 200), (1, 6), (2, 12)))
+        y = torch.randn(n, k, generator=GEN)
+        yield y + torch.rand((), generator=GEN) * torch.randn(n, k, generator=GEN), y, \
+            torch.randn(n, c, generator=GEN), torch.randint(0, c, (n,), generator=GEN)
+
+
+# ---------------------------------------------------------------------------------------------- probe metrics
+def test_classification_metrics_equal_the_counting_formulas():
+    for _, _, logits, labels in _cases():
+        c = logits.shape[1]
+        for k in (1, 5):
+            hits = (logits.topk(min(k, c), dim=1).indices == labels[:, None]).any(1)
+            assert M.topk_accuracy(logits, labels, k).item() == pytest.approx(hits.float().mean().item() * 100, abs=1e-4)
+        pred = logits.argmax(1)
+        counts = torch.bincount(labels * c + pred, minlength=c * c).reshape(c, c)
+        assert torch.equal(M.confusion_matrix(pred, labels, c), counts)
+        per_class = M.per_class_accuracy(pred, labels, c)
+        totals = counts.sum(1)
+        assert torch.equal(per_class.isnan(), totals == 0)  # absent classes: NaN, not torchmetrics' 0
+        present = totals > 0
+        expected = counts.diagonal()[present].float() / totals[present] * 100
+        torch.testing.assert_close(per_class[present], expected)
+
+
+def test_uniform_r2_equals_torchmetrics_where_no_output_is_near_constant():
+    worst = 0.0
+    for pred, y, _, _ in _cases():
+        ours = M.r2_uniform(pred, y)
+        assert ours.item() == pytest.approx(r2_score(pred, y, multioutput="uniform_average").item(), abs=1e-6)
+        worst = max(worst, abs(ours.item() - r2_score(pred, y, multioutput="uniform_average").item()))
+        ss_res, ss_tot = ((y - pred) ** 2).sum(0), ((y - y.mean(0)) ** 2).sum(0)
+        assert ours.item() == pytest.approx((1 - ss_res / ss_tot).mean().item(), abs=1e-6)  # the definition
+    assert worst < 1e-6
+
+
+def test_uniform_r2_stays_hand_written_for_near_constant_outputs():
+    """A z-only rotation group: x, y of the quaternion constant, predicted within 1e-3. scikit-learn (seq-JEPA's
+    r2_score) scores those outputs 0; torchmetrics' absolute 1e-4 tolerance on Σ(y−ŷ)² scores them 1."""
+    angle = torch.linspace(-3, 3, 50)
+    target = torch.stack([torch.cos(angle / 2), torch.zeros(50), torch.zeros(50), torch.sin(angle / 2)], 1)
+    pred = target + torch.tensor([0.0, 1e-3, -1e-3, 0.0])
+    assert M.r2_uniform(pred, target).item() == pytest.approx(0.5)
+    assert r2_score(pred, target, multioutput="uniform_average").item() == pytest.approx(1.0)
+
+
+def test_retrieval_ranks_stay_hand_written():
+    """torchmetrics' reciprocal rank gives 0 to a target whose score is ≤ 0 and splits ties; SIE's MRR ranks it."""
+    views = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    query = torch.tensor([[0.0, -1.0]])  # every cosine ≤ 0; the target (view 2) scores 0, rank 1 of 3 (tie)
+    rank = M.retrieval_ranks(query, views[None], torch.tensor([2]))
+    assert rank.tolist() == [1]
+    sims = torch.nn.functional.normalize(query, dim=-1) @ views.T
+    assert retrieval_reciprocal_rank(sims[0], torch.tensor([False, False, True])).item() < 1.0
+
+
+def test_geodesic_error_stays_hand_written_near_zero():
+    """4·atan2(‖q̂ − q‖, ‖q̂ + q‖) resolves 1e-5 rad, where 2·acos(|⟨q̂, q⟩|) in float32 reads 0 or ~0.03°."""
+    half = 0.5e-5  # a rotation of 1e-5 rad about x
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    p = torch.tensor([[math.cos(half), math.sin(half), 0.0, 0.0]])
+    assert M.geodesic_error_deg(p, q).item() == pytest.approx(math.degrees(1e-5), rel=1e-3)
+    acos_form = torch.rad2deg(2 * torch.acos((p * q).sum(-1).abs().clamp(max=1.0)))
+    assert abs(acos_form.item() - math.degrees(1e-5)) > 1e-4
