@@ -81,3 +81,67 @@ def test_geodesic_error_stays_hand_written_near_zero():
     assert M.geodesic_error_deg(p, q).item() == pytest.approx(math.degrees(1e-5), rel=1e-3)
     acos_form = torch.rad2deg(2 * torch.acos((p * q).sum(-1).abs().clamp(max=1.0)))
     assert abs(acos_form.item() - math.degrees(1e-5)) > 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- geometry (kornia)
+def _angles(n: int = 20000) -> torch.Tensor:
+    return (torch.rand(n, 3, generator=GEN) * 2 - 1) * math.pi
+
+
+def test_euler_conversions_follow_scipy_extrinsic_xyz():
+    from scipy.spatial.transform import Rotation
+
+    from ssl_eq.geometry import euler_xyz_to_matrix, euler_xyz_to_quaternion, matrix_to_euler_xyz, matrix_to_quaternion
+    a = _angles()
+    ref = Rotation.from_euler("xyz", a.double().numpy())  # radians, extrinsic x, then y, then z
+    torch.testing.assert_close(euler_xyz_to_matrix(a).double(), torch.from_numpy(ref.as_matrix()), rtol=0, atol=2.4e-7)
+    quat = torch.from_numpy(ref.as_quat()[:, [3, 0, 1, 2]])  # scipy xyzw -> wxyz, scipy's sign kept
+    torch.testing.assert_close(euler_xyz_to_quaternion(a).double(), quat, rtol=0, atol=2.4e-7)
+    canonical = torch.where(quat[:, :1] < 0, -quat, quat)
+    torch.testing.assert_close(matrix_to_quaternion(euler_xyz_to_matrix(a)).double(), canonical, rtol=0, atol=2.4e-7)
+    inside = a.clone()
+    inside[:, 1] /= 2.2  # a_y strictly inside (-pi/2, pi/2): the Euler triple is unique
+    back = matrix_to_euler_xyz(euler_xyz_to_matrix(inside.double()))
+    torch.testing.assert_close(back, inside.double(), rtol=0, atol=1e-9)
+    # gimbal lock: scipy sets a_z = 0 and puts the in-plane angle into a_x
+    lock = torch.tensor([[0.4, math.pi / 2, 0.3], [0.4, -math.pi / 2, 0.3]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match="Gimbal lock"):
+        expected = Rotation.from_matrix(euler_xyz_to_matrix(lock).numpy()).as_euler("xyz")
+    torch.testing.assert_close(matrix_to_euler_xyz(euler_xyz_to_matrix(lock)), torch.from_numpy(expected),
+                               rtol=0, atol=1e-6)
+
+
+def test_quaternion_algebra_is_hamilton_wxyz():
+    from scipy.spatial.transform import Rotation
+
+    from ssl_eq.geometry import quaternion_conjugate, quaternion_multiply, quaternion_to_matrix
+    p, q = torch.randn(2, 4000, 4, generator=GEN).unbind(0)
+    ref = torch.from_numpy(Rotation.from_quat(q[:, [1, 2, 3, 0]].double().numpy()).as_matrix())
+    torch.testing.assert_close(quaternion_to_matrix(q).double(), ref, rtol=0, atol=1e-6)  # any norm
+    unit = torch.nn.functional.normalize(q.double(), dim=-1)
+    torch.testing.assert_close(quaternion_to_matrix(unit), torch.from_numpy(
+        Rotation.from_quat(unit[:, [1, 2, 3, 0]].numpy()).as_matrix()), rtol=0, atol=1e-12)
+    pw, px, py, pz = p.double().unbind(-1)
+    qw, qx, qy, qz = q.double().unbind(-1)
+    hamilton = torch.stack([pw * qw - px * qx - py * qy - pz * qz, pw * qx + px * qw + py * qz - pz * qy,
+                            pw * qy - px * qz + py * qw + pz * qx, pw * qz + px * qy - py * qx + pz * qw], -1)
+    torch.testing.assert_close(quaternion_multiply(p.double(), q.double()), hamilton, rtol=0, atol=1e-12)
+    # p ⊗ q is the rotation q first, then p: R(p ⊗ q) = R(p) R(q)
+    torch.testing.assert_close(quaternion_to_matrix(quaternion_multiply(p.double(), q.double())),
+                               quaternion_to_matrix(p.double()) @ quaternion_to_matrix(q.double()), rtol=0, atol=1e-12)
+    assert torch.equal(quaternion_conjugate(p), p * torch.tensor([1.0, -1.0, -1.0, -1.0]))
+    grad = torch.randn(3, 4, requires_grad=True)
+    quaternion_multiply(grad, quaternion_conjugate(grad)).sum().backward()
+    assert grad.grad is not None and grad.grad.abs().sum() > 0  # differentiable
+
+
+def test_hsv_to_rgb_equals_colorsys():
+    import colorsys
+
+    from ssl_eq.geometry import hsv_to_rgb
+    h, s, v = torch.rand(3, 5000, generator=GEN).unbind(0)
+    h[:4] = torch.tensor([0.0, 1.0, 1 / 6, 0.5])
+    ref = torch.tensor([colorsys.hsv_to_rgb(*hsv) for hsv in zip(h.tolist(), s.tolist(), v.tolist())],
+                       dtype=torch.float64)
+    torch.testing.assert_close(hsv_to_rgb(h, s, v).double(), ref, rtol=0, atol=1e-6)
+    assert hsv_to_rgb(h.reshape(50, 100), 0.6, 0.6).shape == (50, 100, 3)  # any shape, scalar s / v
