@@ -92,3 +92,17 @@ def test_tiny_imagenet_unknown_wnid_names_the_line(tmp_path):
     (tin / "val" / "val_annotations.txt").write_text("v0.JPEG n01\n")
     with pytest.raises(ValueError, match=r"line 1: expected tab-separated <file> <wnid> <box>"):
         tiny_imagenet(tin)
+
+
+@pytest.mark.parametrize("method, option", [("augself", "method.target=rotation"),
+                                            ("equimod", "method.action=rotation")])
+def test_rotation_targets_on_an_image_folder_name_the_option(tmp_path, capsys, method, option):
+    from ssl_eq.cli import main
+    run = tmp_path / "run"
+    code = main(["pretrain", f"method={method}", option, "backbone=small_cnn", "backbone.widths=[8,16]",
+                 "data.image_size=16", "data.batch_size=2", "data.num_workers=0", "trainer.accelerator=cpu",
+                 "trainer.max_steps=1", "data.format=image_folder", f"data.root={_folder(tmp_path / 'f')}",
+                 f"run_dir={run}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and f"lacks ['rel_rotation_quat'], needed by method '{method}' with {option}" in err
+    assert not (run / "config.yaml").exists()  # refused before anything is written
