@@ -162,3 +162,26 @@ def test_online_rotation_r2_metric_is_the_variance_weighted_r2_over_all_batches(
         expected = 1 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
         worst = max(worst, abs(metric.compute().item() - expected.item()))
     assert worst < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- renderer (PyTorch3D)
+def test_renderer_projection_and_boxes_are_pytorch3d_and_match_the_pinhole_formula():
+    from pytorch3d.structures import Meshes
+
+    from ssl_eq.renderers.renderer import SceneRenderer, _linear_to_srgb
+    from ssl_eq.renderers.scene import RenderSettings
+    renderer = SceneRenderer(RenderSettings(image_size=32), "cpu")
+    verts = [torch.rand(n, 3, generator=GEN) - 0.5 for n in (7, 30, 300)]
+    meshes = Meshes(verts=verts, faces=[torch.randint(0, len(v), (20, 3), generator=GEN) for v in verts])
+    pix, behind = renderer._pixels(meshes)
+    view = meshes.verts_packed() @ renderer._cam_r[0] + renderer._cam_t[0]  # X_view = X_world R + T
+    k = renderer._projection[0]
+    ndc = torch.stack([k[0, 0] * view[:, 0], k[1, 1] * view[:, 1]], -1) / view[:, 2:]  # +x left, +y up
+    torch.testing.assert_close(pix, (32 * (1 - ndc) - 1) / 2, rtol=0, atol=1e-4)  # pixel centres at integers
+    assert not behind.any()
+    box = meshes.get_bounding_boxes()
+    assert torch.equal(box, torch.stack([torch.stack([v.min(0).values, v.max(0).values], -1) for v in verts]))
+    x = torch.linspace(-0.1, 1.1, 240).reshape(-1, 1, 3)
+    c = x.clamp(0, 1)
+    srgb = torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c ** (1 / 2.4) - 0.055)
+    torch.testing.assert_close(_linear_to_srgb(x), srgb, rtol=0, atol=1e-6)
