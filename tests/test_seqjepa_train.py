@@ -83,14 +83,13 @@ def test_image_dataset_layouts_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     for name, n in (("train", 6), ("test", 4)):
         with open(base / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(range(n))}, f)
+            pickle.dump({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": list(range(n))}, f)
     with open(base / "meta", "wb") as f:
-        pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, f)
+        pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
     c = cifar100(tmp_path / "cifar")
     assert len(c) == 10 and c.image_size == 32 and len(c.class_names) == 100
     assert torch.equal(c.read_views(np.array([7]), [0])[0].flatten(),
-                       torch.from_numpy(pickle.load(open(base / "test", "rb"))[b"data"][1]))
+                       torch.from_numpy(pickle.load(open(base / "test", "rb"))["data"][1]))
     assert list(c.labels[c.split_indices("val")]) == [0, 1, 2, 3]
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         cifar100(tmp_path)

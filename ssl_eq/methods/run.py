@@ -229,10 +229,16 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                        drop_last=cfg.data.drop_last, quaternion_sign=cfg.data.quaternion_sign,
                        colour_targets=cfg.data.colour_targets)
     _fill_data_info(cfg, dm.info)
-    missing = sorted(set(method_cls.required_keys) - set(dm.train_set[0]))
+    # --- (libs, issue 24) the keys the method needs as configured (augself's method.target, equimod's
+    # method.action, ...), checked before anything is written; the options that chose them are named
+    missing = sorted(set(build_method(cfg).data_requirements["keys"]) - set(dm.train_set[0]))
     if missing:
+        options = [f"method.{k}={v}" for k, v in cfg.method.items() if isinstance(v, str) and k != "name"]
         raise ValueError(f"dataset {cfg.data.root} (variant {cfg.data.variant}, latents {cfg.data.latent_schema}) "
-                         f"lacks {missing}, needed by method {cfg.method.name!r}")
+                         f"lacks {missing}, needed by method {cfg.method.name!r} with "
+                         f"{', '.join(options) or 'its defaults'}; choose an option the data can serve (e.g. an "
+                         f"augmentation target) or a dataset with these latents")
+    # --- (libs) end
     n_train = len(dm.train_set)
     if n_train // world < dm.batch_size:  # each rank drops its incomplete last batch: no step at all
         raise ValueError(f"split {cfg.data.train_split!r} of {cfg.data.root} has {n_train} items, fewer than one "

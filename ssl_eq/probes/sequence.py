@@ -15,10 +15,10 @@ from torch import Tensor
 
 from ssl_eq.datasets.relative import relative_transform
 from ssl_eq.probes import metrics as M
+from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
 from ssl_eq.probes.features import frozen_eval
 from ssl_eq.probes.heads import fit_head
 from ssl_eq.probes.targets import columns
-from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeResult, ProbeSkipped, _head_config, _loss_logger
 
 AGG_KEY = "rep/full"  # per-view encoder outputs the aggregate is computed from
 
@@ -71,13 +71,11 @@ def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
             split_x[name] = (aggregate_features(model, feats, ctx.latent_schema, seqs, chunk, ctx.run_conventions),
                              feats["labels"][seqs[:, 0]])
         (x_tr, y_tr), (x_va, y_va) = split_x["train"], split_x["val"]
-        logits = fit_head(x_tr, y_tr, x_va, len(ctx.class_names), "cross_entropy", _head_config(cfg, ctx.seed),
-                          _loss_logger(ctx, f"agg_linear/m{m_val}"))
+        logits = fit_head(x_tr, y_tr, x_va, len(ctx.class_names), "cross_entropy", head_config(cfg, ctx.seed),
+                          loss_logger(ctx, f"agg_linear/m{m_val}"))
         result.add(f"agg_m{m_val}/top1", M.topk_accuracy(logits, y_va, 1), "top1")
         result.add(f"agg_m{m_val}/top5", M.topk_accuracy(logits, y_va, 5), "top5")
     result.notes.append(f"z_AGG of {n} fixed sequences per object, M_val in {list(cfg['m_val'])}, "
                         f"trained with M = {model.seq_len}")
     return result
 
-
-PROBES["agg_linear"] = probe_agg_linear
