@@ -288,3 +288,4 @@ PROBES: dict[str, Callable[[ProbeContext, dict], ProbeResult]] = {
 
 
 import ssl_eq.probes.sequence  # noqa: E402,F401  (registers seq-JEPA's z_AGG probes into PROBES)
+import ssl_eq.probes.images  # noqa: E402,F401  (registers the augmentation-parameter probes)
