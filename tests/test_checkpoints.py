@@ -192,6 +192,31 @@ def test_seqjepa_files_give_the_reference_encoder_actions_and_aggregate(imported
         assert close(model.aggregate(z[:2][None], action_ref[None, :1, [3, 0, 1, 2, *range(4, d_a)]]), expected)
 
 
+def test_sie_repository_vicreg_file_gives_the_reference_projector(files, tmp_path):
+    """The SIE repository's VICReg baseline: backbone + one Projector (Linear with bias, BN, ReLU, ..., Linear)."""
+    g = torch.Generator().manual_seed(3)
+    backbone = {f"module.backbone.{k}": v for k, v in files("sie_backbone")[1].items()}
+    head = {"0.weight": (64, 512), "0.bias": (64,), "1.weight": (64,), "1.bias": (64,), "1.running_mean": (64,),
+            "1.running_var": (64,), "3.weight": (32, 64), "3.bias": (32,), "4.weight": (32,), "4.bias": (32,),
+            "4.running_mean": (32,), "4.running_var": (32,), "6.weight": (16, 32)}
+    proj = {f"module.projector.{k}": torch.rand(s, generator=g) + 0.5 if "var" in k else torch.randn(s, generator=g)
+            for k, s in head.items()}
+    proj.update({"module.projector.1.num_batches_tracked": torch.tensor(3),
+                 "module.projector.4.num_batches_tracked": torch.tensor(3)})
+    evaluator = {"module.evaluator.classifier_repr.weight": torch.zeros(55, 512)}
+    torch.save({"epoch": 7, "model": {**backbone, **proj, **evaluator}, "optimizer": {}}, tmp_path / "model.pth")
+    record = import_checkpoint(tmp_path / "model.pth", tmp_path / "run")
+    assert record["format"] == "sie_vicreg" and record["dropped"] == ["evaluator"]
+    model = load_run(tmp_path / "run")
+    assert list(model.cfg.method.projector) == [64, 32, 16]
+    reference = nn.Sequential(nn.Linear(512, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32),
+                              nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 16, bias=False)).eval()
+    reference.load_state_dict(strip(proj, "module.projector."))
+    rep = torch.randn(4, 512)
+    with torch.no_grad():
+        assert close(model.project({"full": rep, "inv": rep, "equi": rep[:, :0]})["inv"], reference(rep))
+
+
 def test_seqjepa_without_ema_copies_the_encoder_into_the_target(files, tmp_path):
     state = {k: v for k, v in files("seqjepa_rotcolor")[1].items() if not k.startswith("target_encoder.")}
     record = import_checkpoint(write_reference_file("seqjepa_rotcolor", tmp_path / "f.pth", state), tmp_path / "run")
@@ -221,6 +246,9 @@ TINY = {
     "sie": ["experiment=sie_3diebench", "method.projector_inv=[32,32]", "method.projector_equi=[16,24]"],
     "sie_deep": ["experiment=sie_3diebench", "method=sie_deep_hypernet", "method.projector_equi=[16,8]",
                  "method.projector_inv=[8]"],
+    "vicreg": ["experiment=sie_3diebench", "method=vicreg", "method.projector=[32,32,16]"],
+    "equimod": ["experiment=sie_3diebench", "method=equimod", "method.projector_inv=[16,16]",
+                "method.projector_equi=[8,8]"],
     "equicaps_3x3": ["experiment=equicaps_3diebench", "method.num_capsules=4", "method.routing.kernel_size=1",
                      "data.image_size=32"],
     "equicaps_4x4": ["experiment=equicaps_3diebench_t", "method.num_capsules=4", "method.routing.kernel_size=1",
@@ -251,13 +279,15 @@ def toolkit_run(path: Path, overrides: list[str], seed: int = 0) -> Path:
     return path
 
 
-@pytest.mark.parametrize("run, fmt", [("sie", "sie"), ("sie_deep", "sie"), ("equicaps_3x3", "equicaps_3x3"),
+@pytest.mark.parametrize("run, fmt", [("sie", "sie"), ("sie_deep", "sie"), ("vicreg", "sie_vicreg"),
+                                      ("equimod", "sie_equimod"), ("equicaps_3x3", "equicaps_3x3"),
                                       ("equicaps_4x4", "equicaps_4x4"), ("seqjepa", "seqjepa")])
 def test_export_then_import_is_bit_identical(tmp_path, run, fmt):
     src = toolkit_run(tmp_path / "src", TINY[run])
     out = tmp_path / ("final_weights.pth" if fmt == "sie_backbone" else "model.pth")
     assert main(["export-checkpoint", str(src), "--format", fmt, "--out", str(out)]) == 0
     assert main(["import-checkpoint", str(out), "--out", str(tmp_path / "back")]) == 0   # detected
+    assert json.loads((tmp_path / "back" / "source.json").read_text())["format"] == fmt
     a, b = load_run(src), load_run(tmp_path / "back")
     sa, sb = a.state_dict(), b.state_dict()
     assert list(sa) == list(sb) and all(torch.equal(sa[k], sb[k]) and sa[k].dtype == sb[k].dtype for k in sa)

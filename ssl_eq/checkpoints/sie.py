@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from ssl_eq.checkpoints.base import (TOOLKIT_ONLY, CheckpointFormat, Rule, columns, register_format,
@@ -50,39 +51,33 @@ def evaluator_shapes(rep: int, inv: int, equi: int, emb_inv: int, emb_equi: int)
             **_mlp_shapes(f"{e}.predictor_angles_equi_emb", [2 * emb_equi, 2 * emb_equi, 2 * emb_equi, 4])}
 
 
-@register_format
-class SIEModel(CheckpointFormat):
-    name = "sie"
-    description = "SIE main.py EXP_DIR/model.pth: {epoch, model, optimizer}, module.-prefixed whole model"
+BACKBONE_WIDTH = "backbone.layer4.1.bn2.weight"  # (512,): the width of SIE's ResNet-18 representation
+HYPERNET = (Rule("predictor.hypernet.net.", "predictor.hypernet."),
+            Rule("predictor.hypernet.net.0.weight", "predictor.hypernet.0.weight",
+                 columns(XYZW_TO_WXYZ), columns(WXYZ_TO_XYZW)))
+
+
+def _hypernet_hidden(tensors: dict[str, Tensor]) -> list[int]:
+    hyper = sorted(k for k in tensors if k.startswith("predictor.hypernet.net.") and k.endswith(".weight"))
+    return [tensors[k].shape[0] for k in hyper[:-1]]
+
+
+def _in_width(tensors: dict[str, Tensor], part: str) -> int:
+    key = f"{part}.0.weight"
+    return tensors[key].shape[1] if key in tensors else 0
+
+
+class SIERepositoryModel(CheckpointFormat):
+    """A whole model of the SIE repository's main.py (`model.pth`): backbone, projectors (SIE's `Projector`:
+    Linear with bias + BN + ReLU ..., last Linear without bias), maybe a hypernetwork predictor, `evaluator.*`."""
+
     experiment = "sie_3diebench"
-    method = "sie"
-    signature = ("backbone.conv1.weight", "projector_equi.0.weight", "predictor.hypernet.net.0.weight")
-    rules = (
-        Rule("backbone.", "backbone."),
-        *(Rule(f"{p}.", f"{p}.layers.") for p in PROJECTORS),
-        Rule("predictor.hypernet.net.", "predictor.hypernet."),
-        Rule("predictor.hypernet.net.0.weight", "predictor.hypernet.0.weight",
-             columns(XYZW_TO_WXYZ), columns(WXYZ_TO_XYZW)),
-        Rule("evaluator.", None),
-    )
-
-    def matches(self, tensors: dict[str, Tensor]) -> bool:
-        return super().matches(tensors) and not any(k.startswith("projector.") for k in tensors)
-
-    def overrides(self, tensors: dict[str, Tensor]) -> list[str]:
-        equi = tensors["projector_equi.0.weight"].shape[1]
-        inv = tensors["projector_inv.0.weight"].shape[1] if "projector_inv.0.weight" in tensors else 0
-        hyper = sorted(k for k in tensors if k.startswith("predictor.hypernet.net.") and k.endswith(".weight"))
-        hidden = [tensors[k].shape[0] for k in hyper[:-1]]
-        return [f"method.split.inv={inv}", f"method.split.equi={equi}",
-                f"method.projector_inv={_linear_widths(tensors, 'projector_inv')}",
-                f"method.projector_equi={_linear_widths(tensors, 'projector_equi')}",
-                f"method.predictor.hidden={hidden}"]
+    projectors: tuple[str, ...] = ()
 
     def before_import(self, tensors: dict[str, Tensor], notes: list[str]) -> dict[str, Tensor]:
         """Fold each projector Linear's bias into the following BN: running_mean ← running_mean − bias."""
         out, folded = dict(tensors), 0
-        for key in [k for k in tensors if k.startswith(PROJECTORS) and k.endswith(".bias")]:
+        for key in [k for k in tensors if k.startswith(self.projectors) and k.endswith(".bias")]:
             part, idx, _ = key.rsplit(".", 2)
             bn_mean = f"{part}.{int(idx) + 1}.running_mean"
             if tensors[f"{part}.{idx}.weight"].dim() == 2 and bn_mean in tensors:
@@ -93,23 +88,22 @@ class SIEModel(CheckpointFormat):
         return out
 
     def after_export(self, tensors: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
-        """Zero biases before each projector BN, and the OnlineEvaluator main.py's strict resume needs."""
+        """Zero biases before each projector BN (the reference's Linears have them), in the reference's order."""
         out = dict(tensors)
-        for key in [k for k in tensors if k.startswith(PROJECTORS) and k.endswith(".running_mean")]:
+        for key in [k for k in tensors if k.startswith(self.projectors) and k.endswith(".running_mean")]:
             part, idx, _ = key.rsplit(".", 2)
-            lin = f"{part}.{int(idx) - 1}.weight"
-            out[f"{part}.{int(idx) - 1}.bias"] = torch.zeros(out[lin].shape[0])
-        ordered = {k: out[k] for k in sorted(out, key=_reference_order)}
-        emb_inv = model.projector_inv.layers[-1].out_features if model.projector_inv is not None else 0
-        return {**ordered, **zeros_like_shapes(evaluator_shapes(model.rep_dim, model.inv_dim, model.equi_dim,
-                                                                emb_inv, model.equi_emb_dim))}
+            out[f"{part}.{int(idx) - 1}.bias"] = torch.zeros(out[f"{part}.{int(idx) - 1}.weight"].shape[0])
+        groups = ("backbone.", *(f"{p}." for p in self.projectors), "predictor.")
+        return {k: out[k] for k in sorted(out, key=lambda n: (next(i for i, g in enumerate(groups)
+                                                                    if n.startswith(g)), n))}
 
     def check_model(self, model: Any) -> None:
         super().check_model(model)
-        if model.cfg.backbone.name != "resnet18_sie" or model.cfg.method.predictor.type != "hypernetwork":
-            raise ValueError(f"format {self.name!r} holds SIE with backbone resnet18_sie and a hypernetwork "
-                             f"predictor; the run has backbone {model.cfg.backbone.name!r}, predictor "
-                             f"{model.cfg.method.predictor.type!r}")
+        predictor = OmegaConf.select(model.cfg, "method.predictor.type", default="hypernetwork")
+        if model.cfg.backbone.name != "resnet18_sie" or predictor != "hypernetwork":
+            raise ValueError(f"format {self.name!r} holds {self.method} with backbone resnet18_sie (and a "
+                             f"hypernetwork predictor); the run has backbone {model.cfg.backbone.name!r}, predictor "
+                             f"{predictor!r}")
 
     def check_name(self, path: str) -> None:
         if "final_weights" in path:
@@ -117,10 +111,83 @@ class SIEModel(CheckpointFormat):
                              f"name the whole-model file differently (e.g. model.pth) or use --format sie_backbone")
 
 
-def _reference_order(name: str) -> tuple[int, str]:
-    """backbone, projector_inv, projector_equi, predictor: the reference model's attribute order."""
-    groups = ("backbone.", "projector_inv.", "projector_equi.", "predictor.")
-    return next(i for i, g in enumerate(groups) if name.startswith(g)), name
+@register_format
+class SIEModel(SIERepositoryModel):
+    name = "sie"
+    description = "SIE main.py EXP_DIR/model.pth: {epoch, model, optimizer}, module.-prefixed whole model"
+    method = "sie"
+    projectors = PROJECTORS
+    signature = ("backbone.conv1.weight", "projector_equi.0.weight", "predictor.hypernet.net.0.weight")
+    rules = (Rule("backbone.", "backbone."), *(Rule(f"{p}.", f"{p}.layers.") for p in PROJECTORS), *HYPERNET,
+             Rule("evaluator.", None))
+
+    def matches(self, tensors: dict[str, Tensor]) -> bool:
+        """SIE's projectors split the representation (EquiMod's both read all of it)."""
+        return super().matches(tensors) and BACKBONE_WIDTH in tensors and \
+            _in_width(tensors, "projector_inv") + _in_width(tensors, "projector_equi") == len(tensors[BACKBONE_WIDTH])
+
+    def overrides(self, tensors: dict[str, Tensor]) -> list[str]:
+        return [f"method.split.inv={_in_width(tensors, 'projector_inv')}",
+                f"method.split.equi={_in_width(tensors, 'projector_equi')}",
+                f"method.projector_inv={_linear_widths(tensors, 'projector_inv')}",
+                f"method.projector_equi={_linear_widths(tensors, 'projector_equi')}",
+                f"method.predictor.hidden={_hypernet_hidden(tensors)}"]
+
+    def after_export(self, tensors: dict[str, Tensor], model: Any) -> dict[str, Tensor]:
+        """... and the OnlineEvaluator main.py's strict resume needs (zeros)."""
+        emb_inv = model.projector_inv.layers[-1].out_features if model.projector_inv is not None else 0
+        return {**super().after_export(tensors, model),
+                **zeros_like_shapes(evaluator_shapes(model.rep_dim, model.inv_dim, model.equi_dim, emb_inv,
+                                                     model.equi_emb_dim))}
+
+
+@register_format
+class SIEVICReg(SIERepositoryModel):
+    """The SIE repository's VICReg baseline (`--experience VICReg`): backbone + one `Projector`. Names from its
+    models.py structure (equicaps.md "Baselines"); its OnlineEvaluator is dropped and not written on export."""
+    name = "sie_vicreg"
+    description = "SIE repository VICReg baseline model.pth: backbone, projector, evaluator (module. prefix)"
+    method = "vicreg"
+    projectors = ("projector",)
+    signature = ("backbone.conv1.weight", "projector.0.weight")
+    rules = (Rule("backbone.", "backbone."), Rule("projector.", "projector.layers."), Rule("evaluator.", None))
+
+    def matches(self, tensors: dict[str, Tensor]) -> bool:
+        return super().matches(tensors) and "projector.conv_a.weight" not in tensors and \
+            not any(k.startswith("predictor.") for k in tensors)
+
+    def overrides(self, tensors: dict[str, Tensor]) -> list[str]:
+        return ["method=vicreg", f"method.projector={_linear_widths(tensors, 'projector')}"]
+
+
+@register_format
+class SIEEquiMod(SIERepositoryModel):
+    """The SIE repository's EquiMod baseline: two projectors on the whole representation and SIE's hypernetwork
+    predictor (equicaps.md "Baselines"); its OnlineEvaluator is dropped and not written on export."""
+    name = "sie_equimod"
+    description = "SIE repository EquiMod baseline model.pth: backbone, projector_inv / projector_equi on the whole " \
+                  "representation, hypernetwork predictor, evaluator (module. prefix)"
+    method = "equimod"
+    projectors = PROJECTORS
+    signature = SIEModel.signature + ("projector_inv.0.weight",)
+    rules = SIEModel.rules
+
+    def matches(self, tensors: dict[str, Tensor]) -> bool:
+        return super().matches(tensors) and BACKBONE_WIDTH in tensors and \
+            _in_width(tensors, "projector_inv") == _in_width(tensors, "projector_equi") == len(tensors[BACKBONE_WIDTH])
+
+    def check_model(self, model: Any) -> None:
+        super().check_model(model)
+        m = model.cfg.method
+        if m.projector_out_bn or m.action != "rotation":
+            raise ValueError(f"format {self.name!r} holds the SIE repository's EquiMod (rotation actions, no BN after "
+                             f"the projectors); the run has method.action={m.action!r}, "
+                             f"method.projector_out_bn={m.projector_out_bn}")
+
+    def overrides(self, tensors: dict[str, Tensor]) -> list[str]:
+        return ["method=equimod", f"method.projector_inv={_linear_widths(tensors, 'projector_inv')}",
+                f"method.projector_equi={_linear_widths(tensors, 'projector_equi')}",
+                f"method.predictor.hidden={_hypernet_hidden(tensors)}"]
 
 
 @register_format
