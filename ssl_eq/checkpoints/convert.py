@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_eq.checkpoints.base import (EXTRAS_KEY, FORMATS, CheckpointFormat, LayoutError, _discover, get_format,
+from ssl_eq.checkpoints.base import (EXTRAS_KEY, CheckpointFormat, LayoutError, available_formats, get_format,
                                     name_list)
 from ssl_eq.methods.resume import CHECKPOINT_DIR, LAST, read_checkpoint
 from ssl_eq.utils.io import write_atomic, write_json_atomic
@@ -43,9 +43,8 @@ def read_payload(path: Path) -> Any:
 
 def detect_format(payload: Any, path: Path) -> CheckpointFormat:
     """The one registered format whose layout and signature tensors the file has (ValueError otherwise)."""
-    _discover()
     found = []
-    for fmt in FORMATS.values():
+    for fmt in map(get_format, available_formats()):
         try:
             tensors, _ = fmt.unwrap(payload)
         except LayoutError:
@@ -54,8 +53,8 @@ def detect_format(payload: Any, path: Path) -> CheckpointFormat:
             found.append(fmt.name)
     if len(found) != 1:
         what = f"matches several formats {found}" if found else "matches no known format"
-        raise ValueError(f"{path}: {what}; give --format (one of {sorted(FORMATS)})")
-    return FORMATS[found[0]]
+        raise ValueError(f"{path}: {what}; give --format (one of {available_formats()})")
+    return get_format(found[0])
 
 
 def _config(fmt: CheckpointFormat, tensors: dict[str, torch.Tensor], extras: Any, out: Path, data: str | None,
@@ -124,13 +123,13 @@ def import_checkpoint(file: str | Path, out: str | Path, fmt: str | None = None,
     expected = model.state_dict()
     mapped, origin, unknown, dropped = format_.to_toolkit(tensors)
     _account(format_, path, mapped, origin, unknown, expected)
-    kept = {k: v for k, v in (extras or {}).get("state", {}).items() if k in expected} if extras else {}
+    kept = {k: v for k, v in (extras or {}).get("state", {}).items() if k in expected}  # an export's own tensors
     model.load_state_dict({**expected, **kept, **mapped}, strict=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     fresh = sorted({k.split(".")[0] for k in expected if k not in mapped and k not in kept})
     record = {"format": format_.name, "file": str(path.resolve()), "sha256": sha256(path),
               "size_bytes": path.stat().st_size, "reference_epoch": meta.get("epoch"),
-              "tensors": len(tensors), "dropped": sorted({".".join(k.split(".")[:1]) for k in dropped}),
+              "tensors": len(tensors), "dropped": sorted({k.split(".")[0] for k in dropped}),
               "initialised_fresh": fresh, "restored_toolkit_config": extras is not None, "notes": notes}
     ckpt = {"state_dict": model.state_dict(), "hyper_parameters": {"config": config}, "epoch": 0, "global_step": 0,
             "imported_from": record}
