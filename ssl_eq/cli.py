@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ssl_eq.probes.commands",
     "ssl_eq.reports.commands",
     "ssl_eq.orbit.commands",
+    "ssl_eq.checkpoints.commands",
     "ssl_eq.demo",
 )
 

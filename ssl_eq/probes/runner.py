@@ -175,8 +175,8 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     protocol: a ssl_eq/configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from ssl_eq.datasets.native import NativeDataset
     from ssl_eq.methods import load_run
+    from ssl_eq.probes.images import add_augmented_features, is_augmentation_model, open_source
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -192,7 +192,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     if data_dir is None:
         raise ValueError(f"{run_dir / RUN_CONFIG} names no dataset ({DATASET_CONFIG_KEY}); "
                          "pass --data DIR")
-    source = NativeDataset(data_dir)
+    source = open_source(run_cfg, data_dir)  # native shards, or the run's image dataset (data.format)
     model = load_run(run_dir, map_location=device)
     warnings = check_compatible(model, source, data_dir)
     for w in warnings:
@@ -200,13 +200,16 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
 
     out_dir = run_dir / PROBE_DIR
     digest = file_digest(ckpt)
-    feats = {}
+    feats, keys = {}, {}
     for split in ("train", "val"):
         key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
                "dataset_created": source.manifest.get("created"), "split": split,
                "max_objects": cfg["extraction"].get("max_objects"),
                "batchnorm": cfg["extraction"].get("batchnorm", "eval")}
         feats[split] = _split_features(model, source, split, out_dir / f"features_{split}.pt", key, cfg, device)
+        keys[split] = key
+    if is_augmentation_model(model):
+        add_augmented_features(model, source, feats, cfg, out_dir, keys, device)
 
     writer = SummaryWriter(str(out_dir / "tb"))
     ctx = ProbeContext(train=feats["train"], val=feats["val"], latent_schema=list(source.latent_schema),

@@ -58,6 +58,8 @@ def aggregate_features(model: Any, feats: dict[str, Tensor], schema: list[str], 
 
 def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     """Linear classification of z_AGG over each configured M_val (train objects -> val objects)."""
+    from ssl_eq.probes.images import aug_aggregate  # (images imports this module's registry)
+
     model = ctx.model
     if model is None or not hasattr(model, "aggregate"):
         raise ProbeSkipped("the model has no sequence aggregate (seq-JEPA only)")
@@ -67,6 +69,9 @@ def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         m_val = int(m_val)
         split_x = {}
         for name, feats, seed in (("train", ctx.train, ctx.seed), ("val", ctx.val, ctx.seed + 1)):
+            if "aug/rep" in feats:  # augmentations as actions: each image's own augmented views
+                split_x[name] = aug_aggregate(model, feats, m_val, chunk), feats["labels"]
+                continue
             seqs = fixed_sequences(*feats[AGG_KEY].shape[:2], m_val, n, seed)
             split_x[name] = (aggregate_features(model, feats, ctx.latent_schema, seqs, chunk, ctx.run_conventions),
                              feats["labels"][seqs[:, 0]])

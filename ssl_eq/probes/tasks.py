@@ -18,6 +18,7 @@ from ssl_eq.probes import plots
 from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
 from ssl_eq.probes.features import frozen_eval
 from ssl_eq.probes.heads import FittedHead, train_head
+from ssl_eq.probes.images import probe_aug_params
 from ssl_eq.probes.sampling import PAIR, ViewTuples
 from ssl_eq.probes.sequence import probe_agg_linear
 from ssl_eq.probes.targets import (ROTATION, TRANSLATION, absolute_rotation, columns, hue_differences,
@@ -245,4 +246,5 @@ PROBES: dict[str, Callable[[ProbeContext, dict], ProbeResult]] = {
     "translation": probe_translation,
     "predictor": probe_predictor,
     "agg_linear": probe_agg_linear,
+    "aug_params": probe_aug_params,
 }

@@ -36,7 +36,7 @@ CURVE_KEYWORDS = ("loss", "acc", "r2")  # tags matching these are drawn first
 CURVE_EXCLUDED = ("epoch",)
 SHEET_OBJECTS = 6
 SHEET_VIEWS = 6
-PROBE_ORDER = ("linear", "agg_linear", "rotation", "view_rotation", "colour", "translation", "predictor")
+PROBE_ORDER = ("linear", "agg_linear", "aug_params", "rotation", "view_rotation", "colour", "translation", "predictor")
 Cell = Any  # a table cell: text ("\n" breaks the line in HTML) or (text, tooltip: the metric key)
 
 
