@@ -13,6 +13,17 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _info(args: argparse.Namespace) -> int:
     from ssl_eq.datasets.native import dataset_info
 
@@ -96,8 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prev = sub.add_parser("preview", help="contact sheet PNG: rows objects, columns views, latent captions")
     prev.add_argument("dir", help="native dataset folder")
     prev.add_argument("--out", required=True, help="output PNG")
-    prev.add_argument("--objects", type=int, default=8, help="rows (one object per class first)")
-    prev.add_argument("--views", type=int, default=8, help="columns")
+    prev.add_argument("--objects", type=_positive_int, default=None,
+                      help="rows (default: one object per class, at least 8)")
+    prev.add_argument("--views", type=_positive_int, default=8, help="columns")
     prev.add_argument("--debug", action="store_true", help="show tracebacks")
     prev.set_defaults(func=_preview)
 
