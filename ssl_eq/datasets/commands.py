@@ -40,6 +40,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"camera: {r['camera']} (distance {r['camera_distance']:g}, theta {r['camera_theta']:.4f}, "
               f"phi {r['camera_phi']:.4f}, fov {r['fov_degrees']:g} deg), supersample {r['supersample']}; "
               f"rotation: axes {r['rotation_axes']}, Euler angles in +-{r['rotation_range_degrees']:g} deg")
+        if r["up_axis"]:
+            print(f"source: {r['source']}, mesh up axis {r['up_axis']} (the scene is z-up)")
     print("classes: " + ", ".join(f"{k}: {v}" for k, v in info["classes"].items()))
     for name, rng in info["latent_ranges"].items():
         print(f"  {name:<11} " + ("-" if rng is None else f"[{rng[0]:+.4f}, {rng[1]:+.4f}]"))

@@ -24,6 +24,7 @@ from ssl_eq.orbit import measures as M
 from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
 from ssl_eq.orbit.latents import LATENT_ORBITS, OrbitPlan, check_latent, check_range_steps, orbit_latents, plan_orbit
+from ssl_eq.utils.budget import check_orbit
 from ssl_eq.utils.io import read_json, write_json_atomic
 
 ORBIT_DIR = "orbit"
@@ -262,6 +263,7 @@ class OrbitAnalysis:
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
         dataset, manifest = _dataset_of(run_dir)
         objects = self.objects_for(dataset, manifest)
+        check_orbit(objects=len(objects.refs), steps=self.opts.steps, image_size=objects.settings.image_size)
         schema = list(manifest["latent_schema"])
         errors = []
         wanted = self.opts.latents or orbit_latents_of(schema)

@@ -41,6 +41,7 @@ class RenderConfig:
     source: str = "procedural"
     source_root: str | None = None
     object_list: str | None = None
+    up_axis: str | None = None             # mesh files' up axis (y | z); None: the source's default
     objects: int | None = 200
     views: int = 50
     size: int = 128
@@ -164,7 +165,7 @@ class RenderJob:
         cfg.validate()
         resolve_shard_index(cfg)
         self.cfg = cfg
-        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list,
+        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list, up_axis=cfg.up_axis,
                                   num_objects=cfg.objects if cfg.source == "procedural" else None, seed=cfg.seed)
         refs = self.source.objects()
         self.refs: list[ObjectRef] = select_objects(refs, cfg.objects) if cfg.objects is not None else refs

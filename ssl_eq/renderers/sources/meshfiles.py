@@ -1,13 +1,18 @@
-"""Read mesh files (.obj with .mtl, .ply, .off, .glb) into normalised `MeshData` with PyTorch3D's readers.
+"""Read mesh files into normalised `MeshData`: .obj / .ply / .off with PyTorch3D's readers, .stl / .glb / .gltf
+with trimesh (a maintained mesh library: glTF scene graphs, STL).
 
 Colours, per face: OBJ faces take their material's diffuse colour (Kd) multiplied by its
 texture map sampled once per face (PyTorch3D texture atlas of size 1), faces without a
-material take `NEUTRAL_GREY`; PLY/OFF/GLB take the mean of their vertex colours or of their
-texture sampled at the face's vertices when present, else `NEUTRAL_GREY`.
+material take `NEUTRAL_GREY`; PLY/OFF take the mean of their vertex colours or of their
+texture sampled at the face's vertices when present, else `NEUTRAL_GREY`. trimesh formats take their face /
+vertex colours or their texture sampled at the vertices; a texture that cannot be decoded is dropped with a
+warning (the material's base colour is used). A glTF scene of several nodes is assembled with each node's
+transform (trimesh's scene graph).
 """
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from pathlib import Path
 
@@ -16,7 +21,9 @@ import torch
 
 from .base import NEUTRAL_GREY, MeshData, MeshLoadError, normalize_verts
 
-MESH_SUFFIXES = (".obj", ".ply", ".off", ".glb")
+log = logging.getLogger(__name__)
+
+MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 #: OBJ texture atlas resolution: one sample per face is all a per-face albedo needs
 ATLAS_SIZE = 1
 
@@ -24,11 +31,8 @@ ATLAS_SIZE = 1
 @functools.lru_cache(maxsize=1)
 def _io():
     from pytorch3d.io import IO
-    from pytorch3d.io.experimental_gltf_io import MeshGlbFormat
 
-    io = IO()
-    io.register_meshes_format(MeshGlbFormat())
-    return io
+    return IO()
 
 
 def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,6 +64,42 @@ def _read_generic(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mesh.verts_packed().numpy(), faces.numpy(), colors
 
 
+def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import trimesh
+
+    scene = trimesh.load(path, force="scene")
+    parts = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]  # node transforms applied
+    if not parts:
+        raise ValueError("the file holds no triangle mesh")
+    colors, lost = zip(*(_trimesh_face_colors(g) for g in parts))
+    if any(lost):
+        log.warning("%s: a texture cannot be read or decoded; those parts are rendered untextured (their material's "
+                    "base colour)", path)
+    offsets = np.cumsum([0] + [len(g.vertices) for g in parts[:-1]])
+    return (np.concatenate([g.vertices for g in parts]),
+            np.concatenate([g.faces + o for g, o in zip(parts, offsets)]), np.concatenate(colors))
+
+
+def _trimesh_face_colors(mesh) -> tuple[np.ndarray, bool]:
+    """(F, 3) albedo of a trimesh mesh (face / vertex colours, else its texture sampled at the vertices) and
+    whether a texture it has coordinates for was lost (missing or undecodable image)."""
+    from trimesh.visual import TextureVisuals
+
+    visual = mesh.visual
+    if isinstance(visual, TextureVisuals):
+        material = visual.material
+        image = getattr(material, "baseColorTexture", None) or getattr(material, "image", None)
+        if image is None or visual.uv is None:
+            base = np.asarray(material.main_color[:3], np.float32) / 255
+            return np.tile(base, (len(mesh.faces), 1)), visual.uv is not None
+        visual = visual.to_color()
+    if visual.kind == "face":
+        return np.asarray(visual.face_colors[:, :3], np.float32) / 255, False
+    if visual.kind == "vertex":
+        return np.asarray(visual.vertex_colors[mesh.faces][..., :3], np.float32).mean(1) / 255, False
+    return np.tile(np.asarray(NEUTRAL_GREY, np.float32), (len(mesh.faces), 1)), False
+
+
 def _off_has_counts(path: Path) -> bool:
     """Whether an OFF file has two meaningful lines (PyTorch3D's OFF reader never returns otherwise)."""
     meaningful = 0
@@ -72,7 +112,8 @@ def _off_has_counts(path: Path) -> bool:
     return False
 
 
-_READERS = {".obj": _read_obj, ".ply": _read_generic, ".off": _read_generic, ".glb": _read_generic}
+_READERS = {".obj": _read_obj, ".ply": _read_generic, ".off": _read_generic, ".stl": _read_trimesh,
+            ".glb": _read_trimesh, ".gltf": _read_trimesh}
 
 
 def load_mesh_file(path: str | Path, up_axis_rotation: np.ndarray | None = None) -> MeshData:
