@@ -18,7 +18,7 @@ from ssl_eq.datasets.native import read_manifest
 from ssl_eq.renderers.sources import MeshLoadError, make_source
 
 ASSIMP = Path(__file__).parent / "data" / "meshes-assimp"
-CLASSES = ["box", "cube", "sphere", "spider", "transforms"]
+CLASSES = ["box", "cube", "cylinder", "sphere", "spider", "transforms"]
 
 
 def load(name: str, root: Path = ASSIMP, up_axis: str | None = None):
@@ -90,6 +90,25 @@ def test_a_texture_that_cannot_be_decoded_falls_back_to_the_base_colour(tmp_path
     assert np.ptp(broken.face_colors) == 0 and not np.allclose(broken.face_colors, good.face_colors)
 
 
+def test_a_file_pytorch3d_cannot_parse_is_read_by_trimesh():
+    path = ASSIMP / "cylinder" / "empty_mat.obj"            # a Blender export with an unnamed material
+    assert len(load("cylinder-empty_mat").faces) == sum(line.startswith("f ") for line in path.read_text().splitlines())
+
+
+def test_compressed_gltf_geometry_is_refused_with_the_reason(tmp_path):
+    glb = (ASSIMP / "box" / "BoxTextured.glb").read_bytes()
+    (length,) = struct.unpack("<I", glb[12:16])
+    gltf = json.loads(glb[20:20 + length])
+    gltf["extensionsUsed"] = ["KHR_draco_mesh_compression"]               # as in assimp's draco/2CylinderEngine
+    js = json.dumps(gltf).encode()
+    js += b" " * (-len(js) % 4)
+    body = struct.pack("<II", len(js), 0x4E4F534A) + js + glb[20 + length:]
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "BoxTextured.glb").write_bytes(glb[:8] + struct.pack("<I", 12 + len(body)) + body)
+    with pytest.raises(MeshLoadError, match="compressed with KHR_draco_mesh_compression, which trimesh cannot decode"):
+        load("box-BoxTextured", root=tmp_path)
+
+
 def test_a_corrupt_real_file_is_a_mesh_load_error():
     with pytest.raises(MeshLoadError, match=r"invalid.off: cannot read mesh .*counts"):
         load("cube-invalid")
@@ -107,7 +126,7 @@ def test_the_real_mesh_folder_renders_and_every_class_is_shown(tmp_path, capsys,
                  "20", "--views", "2", "--size", "16", "--device", "cpu", "--val-fraction", "0.3", "--no-progress",
                  "--no-preview"]) == 0
     manifest = read_manifest(out)
-    assert [s["object_id"] for s in manifest["skipped"]] == ["cube-invalid"] and manifest["num_objects"] == 6
+    assert [s["object_id"] for s in manifest["skipped"]] == ["cube-invalid"] and manifest["num_objects"] == 7
     assert sorted(manifest["source"]["classes"]) == CLASSES
     capsys.readouterr()
     assert main(["dataset", "info", str(out)]) == 0

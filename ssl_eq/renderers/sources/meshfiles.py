@@ -1,5 +1,6 @@
-"""Read mesh files into normalised `MeshData`: .obj / .ply / .off with PyTorch3D's readers, .stl / .glb / .gltf
-with trimesh (a maintained mesh library: glTF scene graphs, STL).
+"""Read mesh files into normalised `MeshData`: .obj / .ply / .off with PyTorch3D's readers (trimesh when they fail:
+non-UTF-8 names, comments), .stl / .glb / .gltf with trimesh (a maintained mesh library: glTF scene graphs, STL).
+glTF geometry compression (Draco, meshopt) is refused with the reason.
 
 Colours, per face: OBJ faces take their material's diffuse colour (Kd) multiplied by its
 texture map sampled once per face (PyTorch3D texture atlas of size 1), faces without a
@@ -12,7 +13,9 @@ transform (trimesh's scene graph).
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import struct
 import warnings
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from .base import NEUTRAL_GREY, MeshData, MeshLoadError, normalize_verts
 log = logging.getLogger(__name__)
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
+#: glTF extensions that compress geometry (trimesh does not decode them)
+GLTF_COMPRESSION = ("KHR_draco_mesh_compression", "EXT_meshopt_compression")
 #: OBJ texture atlas resolution: one sample per face is all a per-face albedo needs
 ATLAS_SIZE = 1
 
@@ -64,9 +69,23 @@ def _read_generic(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mesh.verts_packed().numpy(), faces.numpy(), colors
 
 
+def _gltf_json(path: Path) -> dict:
+    """The JSON part of a .gltf / .glb file."""
+    data = path.read_bytes()
+    if data[:4] == b"glTF":                              # GLB: 12-byte header, then the JSON chunk (length, type)
+        (length,) = struct.unpack("<I", data[12:16])
+        data = data[20:20 + length]
+    return json.loads(data)
+
+
 def _read_trimesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import trimesh
 
+    if path.suffix.lower() in (".gltf", ".glb"):
+        compressed = sorted(set(_gltf_json(path).get("extensionsUsed", [])) & set(GLTF_COMPRESSION))
+        if compressed:   # trimesh would read the compressed bytes as vertices: garbled, silently
+            raise ValueError(f"its geometry is compressed with {', '.join(compressed)}, which trimesh cannot "
+                             f"decode; export it uncompressed (e.g. gltf-transform copy, or Blender)")
     scene = trimesh.load(path, force="scene")
     parts = [g for g in scene.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]  # node transforms applied
     if not parts:
@@ -131,12 +150,17 @@ def load_mesh_file(path: str | Path, up_axis_rotation: np.ndarray | None = None)
         raise MeshLoadError(str(path), "file is empty")
     if path.suffix.lower() == ".off" and not _off_has_counts(path):
         raise MeshLoadError(str(path), "truncated OFF file: no 'OFF' header followed by vertex/face counts")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # missing .mtl / texture images: handled as untextured
-            verts, faces, colors = reader(path)
-    except Exception as e:  # PyTorch3D readers raise many types (ValueError, IndexError, struct.error, ...)
-        raise MeshLoadError(str(path), f"cannot read mesh ({type(e).__name__}: {e})") from e
+    errors = []
+    for read in dict.fromkeys((reader, _read_trimesh)):   # PyTorch3D's OBJ / PLY / OFF readers are strict
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # missing .mtl / texture images: handled as untextured
+                verts, faces, colors = read(path)
+            break
+        except Exception as e:  # noqa: BLE001 - the readers raise many types (ValueError, IndexError, struct.error)
+            errors.append(f"{type(e).__name__}: {e}")
+    else:
+        raise MeshLoadError(str(path), f"cannot read mesh ({'; trimesh: '.join(errors)})")
     if len(faces) == 0:
         raise MeshLoadError(str(path), "mesh has no faces")
     if faces.min() < 0 or faces.max() >= len(verts):
