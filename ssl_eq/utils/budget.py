@@ -25,6 +25,13 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def duration(seconds: float) -> str:
+    """'~40 s', '~12 min', '~2.8 h'."""
+    if seconds < 120:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.0f} min" if seconds < 7200 else f"~{seconds / 3600:.1f} h"
+
+
 def available_memory() -> int:
     """Bytes of memory the kernel can give this process now (MemAvailable), else the physical memory."""
     try:
@@ -64,9 +71,8 @@ def check_render(*, objects: int, views: int, size: int, objects_per_shard: int,
     require(on_disk, free_disk(out), f"--objects {objects} x --views {views} = {images:,} images "
             f"({encoding}, {size} px)", f"the disk of {out}", "free space, choose another --out, or render fewer "
             "--objects / --views")
-    hours = images / GPU_RENDER_IMAGES_PER_S / 3600
-    estimate = (f"{images:,} images, >= {human(on_disk)} on disk, ~{hours:.1f} h at {GPU_RENDER_IMAGES_PER_S:g} img/s "
-                f"(one GPU; a CPU is ~100x slower)")
+    estimate = (f"{images:,} images, >= {human(on_disk)} on disk, {duration(images / GPU_RENDER_IMAGES_PER_S)} at "
+                f"{GPU_RENDER_IMAGES_PER_S:g} img/s (one GPU; a CPU is ~100x slower)")
     if images > LARGE_RENDER_IMAGES and not yes:
         raise ValueError(f"--objects {objects} x --views {views}: {estimate}, above {LARGE_RENDER_IMAGES:,} images; "
                          f"pass --yes to render it")
