@@ -78,7 +78,9 @@ class BaseMethod(pl.LightningModule):
         norm = self.cfg.augment.normalize
         self.register_buffer("mean", torch.tensor(list(norm.mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(norm.std)).view(1, 3, 1, 1), persistent=False)
-        self.channels_last = bool(self.cfg.trainer.get("channels_last", False))
+        # one memory layout for inputs and conv weights (a mismatch re-lays out the weights on every call)
+        self.memory_format = (torch.channels_last if self.cfg.trainer.get("channels_last", False)
+                              else torch.contiguous_format)
         self.build_heads()
         # online probes: classifier on inv (full when inv is empty), rotation regressor on equi (idem)
         num_classes = int(self.cfg.data.num_classes)
@@ -141,7 +143,15 @@ class BaseMethod(pl.LightningModule):
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> float (B, 3, S, S): resized to image_size and normalised, on the images' device."""
         x = (self.augment.resize(images) - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.layout(x)
+
+    def layout(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) in the memory layout `trainer.channels_last` chose (the loader hands out channels-last)."""
+        return x.contiguous(memory_format=self.memory_format)
+
+    def setup(self, stage: str) -> None:
+        """Conv weights in the same layout as the inputs."""
+        self.to(memory_format=self.memory_format)
 
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """(B, 3, S, S) preprocessed -> {"full": (B, D), "inv": (B, Di), "equi": (B, De)}."""
@@ -173,9 +183,7 @@ class BaseMethod(pl.LightningModule):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> (N, D)."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self.backbone(self.layout(x))
 
     def encode_views(self, views: Tensor) -> list[Tensor]:
         """(B, V, 3, S, S) -> V tensors (B, D); each view is its own forward pass (its own BN statistics)."""
