@@ -64,8 +64,9 @@ def test_preview_counts_and_missing_gpu_are_refused_up_front(data_root, run, tmp
     assert "argument --objects: expected an integer >= 1, got 0" in capsys.readouterr().err
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the no-GPU message cannot be shown")
-    assert main(["probe", str(run), "--device", "cuda"]) == 2
-    assert "--device cuda: no CUDA device is available (use --device cpu or auto)" in one_line_error(capsys)
+    for cmd in (["probe", str(run)], ["orbit", str(run), "--out", str(tmp_path / "orbit")]):
+        assert main([*cmd, "--device", "cuda"]) == 2
+        assert "--device cuda: no CUDA device is available (use --device cpu or auto)" in one_line_error(capsys)
 
 
 def test_a_truncated_feature_cache_is_rebuilt(run, tmp_path, capsys):
