@@ -140,3 +140,13 @@ def test_the_real_mesh_folder_renders_and_every_class_is_shown(tmp_path, capsys,
     monkeypatch.setattr(contact_sheet, "MIN_PREVIEW_ROWS", 2)                # fewer rows than classes
     assert main(["dataset", "preview", str(out), "--out", str(tmp_path / "p.png")]) == 0
     assert sorted(set(shown["rows"])) == CLASSES and (tmp_path / "p.png").is_file()
+
+
+def test_a_dataset_rendered_before_up_axis_existed_resumes(tmp_path, capsys):
+    out = tmp_path / "ds"
+    cmd = ["render", "--out", str(out), "--objects", "2", "--views", "1", "--size", "8", "--device", "cpu",
+           "--no-progress", "--no-preview"]
+    assert main(cmd) == 0
+    assert "up_axis" not in json.loads((out / "render_config.json").read_text())  # as written before the option
+    capsys.readouterr()
+    assert main(cmd) == 0 and "different config" not in capsys.readouterr().err

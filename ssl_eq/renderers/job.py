@@ -30,6 +30,8 @@ RENDER_CONFIG = "render_config.json"
 SKIPPED_DIR = "skipped"
 # options that change how, not what, is rendered: they may differ between runs of one dataset
 EXECUTION_KEYS = ("out", "device", "batch_size", "num_shards", "shard_index", "overwrite", "progress")
+# options added after datasets were rendered without them: left out of the identity while unset (such datasets resume)
+LATER_KEYS = ("up_axis",)
 # anti-aliasing when --supersample is not given: (largest image size, factor), first match; above: 1.
 # Thin parts are sub-pixel strokes at small sizes; see BENCHMARKS.md for the rendering cost.
 AUTO_SUPERSAMPLE = ((64, 2),)
@@ -110,7 +112,8 @@ class RenderConfig:
 
     def identity(self) -> dict:
         """What defines the dataset's content (compared against an existing output folder)."""
-        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_KEYS}
+        return {k: v for k, v in asdict(self).items()
+                if k not in EXECUTION_KEYS and not (k in LATER_KEYS and v is None)}
 
 
 def resolve_shard_index(cfg: RenderConfig) -> None:
