@@ -35,7 +35,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    overrides = list(overrides)
+    overrides = [quote_value(o) for o in overrides]
     for o in overrides:
         group, _, value = o.lstrip("+~").partition("=")
         if group in CONFIG_GROUPS and value and value not in group_options(group):
@@ -47,6 +47,16 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         raise ValueError(_explain_override_error(overrides, e)) from e
     check_config(cfg, _group_defaults(overrides))
     return cfg
+
+
+def quote_value(override: str) -> str:
+    """`key=value` with the value quoted when Hydra's grammar would reject it bare but it can only be a string:
+    a path holding '=' (`resume_from=RUN/checkpoints/step=40.ckpt`) or non-ASCII characters."""
+    key, sep, value = override.partition("=")
+    if not sep or not value or value[0] in "'\"[{" or (value.isascii() and "=" not in value):
+        return override
+    quote = "'" if "'" not in value else '"'
+    return f"{key}={quote}{value}{quote}"
 
 
 def _group_defaults(overrides: list[str]) -> DictConfig:

@@ -29,6 +29,8 @@ from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
 from ssl_eq.orbit.latents import (LATENT_ORBITS, GridPlan, OrbitPlan, check_latent, check_range_steps, grid_latents,
                                   orbit_latents, plan_orbit)
+from ssl_eq.utils.budget import check_orbit
+from ssl_eq.utils.device import resolve_device
 from ssl_eq.utils.io import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,6 @@ class OrbitOptions:
                              f"got {self.objects}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def encode(model: Any, frames: Tensor, device: str, batch_size: int) -> dict[str, Tensor]:
@@ -294,7 +292,7 @@ class OrbitAnalysis:
     def __init__(self, opts: OrbitOptions) -> None:
         opts.validate()
         self.opts = opts
-        self.device = resolve_device(opts.device)
+        self.device = str(resolve_device(opts.device))  # a missing GPU is refused before any run
         self._objects: dict[tuple, OrbitObjects] = {}
         self._frames: dict[tuple, tuple[Tensor, list[int], np.ndarray]] = {}
         self.results: dict[str, dict[str, dict[str, Any]]] = {}   # "<latent>/<range>" -> run name -> record
@@ -332,6 +330,7 @@ class OrbitAnalysis:
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
         dataset, manifest = _dataset_of(run_dir)
         objects = self.objects_for(dataset, manifest)
+        check_orbit(objects=len(objects.refs), steps=self.opts.steps, image_size=objects.settings.image_size)
         schema = list(manifest["latent_schema"])
         errors = []
         wanted = self.opts.latents or orbit_latents_of(schema)

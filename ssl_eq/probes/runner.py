@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
+# what every probe config file holds (key path -> type); the probes' own sections are checked by each probe
+REQUIRED_SECTIONS = {"seed": int, "extraction": dict, "extraction.batch_size": int, "probes": dict}
 PROBE_DIR = "probe"
 PROBE_FILE = "probe.json"
 DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
@@ -57,6 +59,7 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"probe config not found: {path}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    _check_sections(cfg, path)
     cfg.setdefault("protocol", path.stem)
     if epochs is not None:
         if epochs < 1:
@@ -65,6 +68,18 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
             if "epochs" in section:
                 section["epochs"] = epochs
     return cfg
+
+
+def _check_sections(cfg: Any, path: Path) -> None:
+    """A probe config must hold every section of REQUIRED_SECTIONS (a partial file is refused, naming the key)."""
+    template = config_dir() / "probe" / f"{DEFAULT_PROTOCOL}.yaml"
+    for key, kind in REQUIRED_SECTIONS.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, kind):
+            raise ValueError(f"{path}: missing or malformed {key!r} (a probe config needs "
+                             f"{', '.join(REQUIRED_SECTIONS)}); start from a copy of {template}")
 
 
 def select_probes(spec: str) -> list[str]:
@@ -202,6 +217,9 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     digest = file_digest(ckpt)
     feats, keys = {}, {}
     for split in ("train", "val"):
+        if not len(source.split_indices(split)):
+            raise ValueError(f"{data_dir}: the {split!r} split has no objects; probes train on 'train' and score on "
+                             f"'val': render / import the dataset with both (--val-fraction > 0 or --split-file)")
         key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
                "dataset_created": source.manifest.get("created"), "split": split,
                "max_objects": cfg["extraction"].get("max_objects"),

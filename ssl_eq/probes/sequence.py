@@ -65,8 +65,12 @@ def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         raise ProbeSkipped("the model has no sequence aggregate (seq-JEPA only)")
     result = ProbeResult()
     n, chunk = int(cfg["sequences_per_object"]), int(cfg["chunk"])
-    for m_val in cfg["m_val"]:
-        m_val = int(m_val)
+    views = min(ctx.train[AGG_KEY].shape[1], ctx.val[AGG_KEY].shape[1])
+    m_vals = sorted({min(int(m), views) for m in cfg["m_val"]})
+    if max(int(m) for m in cfg["m_val"]) > views:
+        result.notes.append(f"probes.agg_linear.m_val {list(cfg['m_val'])}: the dataset has {views} views per "
+                            f"object, so M_val {m_vals} (the largest it allows)")
+    for m_val in m_vals:
         split_x = {}
         for name, feats, seed in (("train", ctx.train, ctx.seed), ("val", ctx.val, ctx.seed + 1)):
             if "aug/rep" in feats:  # augmentations as actions: each image's own augmented views
@@ -80,7 +84,7 @@ def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
                           loss_logger(ctx, f"agg_linear/m{m_val}"))
         result.add(f"agg_m{m_val}/top1", M.topk_accuracy(logits, y_va, 1), "top1")
         result.add(f"agg_m{m_val}/top5", M.topk_accuracy(logits, y_va, 5), "top5")
-    result.notes.append(f"z_AGG of {n} fixed sequences per object, M_val in {list(cfg['m_val'])}, "
+    result.notes.append(f"z_AGG of {n} fixed sequences per object, M_val in {m_vals}, "
                         f"trained with M = {model.seq_len}")
     return result
 

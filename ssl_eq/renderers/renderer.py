@@ -24,6 +24,7 @@ from pytorch3d.structures import Meshes
 from torch import Tensor
 
 from ..geometry import euler_xyz_to_matrix, hsv_to_rgb, spherical_to_cartesian
+from ..utils.device import resolve_device  # noqa: F401 - the render / orbit device rule lives in utils.device
 from .lights import SpotLights
 from .scene import RenderSettings, SceneSpec
 
@@ -51,17 +52,6 @@ class MeshTensors:
         return cls(torch.as_tensor(np.asarray(mesh.verts), dtype=torch.float32, device=device),
                    torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=device),
                    torch.as_tensor(np.asarray(mesh.face_colors), dtype=torch.float32, device=device))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is an error that says so."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return torch.device(device)
 
 
 def _look_at(eye: Tensor, at: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
