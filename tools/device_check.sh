@@ -51,7 +51,7 @@ step() {
 }
 
 # ---------------------------------------------------------------- --prepare (here, with network)
-# packages the GPU image lacks (its package list: .library/device/KINDS.md); versions as in requirements.lock
+# packages the GPU image lacks (checked against its package list, 2026-11); versions as in requirements.lock
 MISSING_WHEELS="kornia==0.9.0 kornia-rs==0.2.0 lightly==1.6.0 hydra-core==1.3.8 omegaconf==2.3.1 trimesh==4.12.2"
 SDIST_ONLY="antlr4-python3-runtime==4.9.3"   # pure Python, published as sdist only: built into a wheel here
 if [[ $mode == prepare ]]; then

@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_eq.config import config_dir, parse_overrides
-from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, is_hydra_override
+from ssl_eq.methods.run import ROOT_CONFIG, compose_config, finish_config, is_hydra_override, quote_value
 
 LR_BACKOFF = 10  # the NaN advice suggests a learning rate this many times lower
 NAN_EXIT = 3
@@ -88,6 +88,8 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 
 def check_jobs(jobs: list[list[str]], multirun: bool) -> list[DictConfig]:
     """Compose and check every job's config before anything is written (ValueError naming the key)."""
+    from ssl_eq.utils.budget import check_train_batch
+
     cfgs = []
     for job in jobs:
         if multirun and any(o.lstrip("+~").partition("=")[0] == "run_dir" for o in job):
@@ -96,6 +98,9 @@ def check_jobs(jobs: list[list[str]], multirun: bool) -> list[DictConfig]:
         cfg = compose_config(job)
         if cfg.data.get("root") in (None, "???"):
             raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
+        if cfg.data.image_size:  # null: the dataset's own size, checked by the data module
+            check_train_batch(batch_size=int(cfg.data.batch_size), views=int(cfg.data.num_views or 2),
+                              image_size=int(cfg.data.image_size))
         run = [o.value() for o in parse_overrides(job) if o.key_or_group == "hydra.run.dir"]
         if run and Path(str(run[-1])).resolve() != Path(cfg.run_dir).resolve():  # equal in Lightning's DDP ranks
             raise ValueError(f"hydra.run.dir={run[-1]}: a run's folder is run_dir (hydra.run.dir follows it); "
@@ -171,7 +176,11 @@ def main(argv: list[str]) -> int:
     debug = "--debug" in argv
     parser = get_args_parser()
     parser.prog = "ssl-eq pretrain"
-    args = parser.parse_args([a for a in argv if a != "--debug"])
+    try:  # Hydra's parser exits on --version and on a bad flag (2, with its message)
+        args = parser.parse_args([a for a in argv if a != "--debug"])
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
+    args.overrides = [quote_value(o) for o in args.overrides]  # e.g. resume_from=RUN/checkpoints/step=40.ckpt
     config_name = args.config_name or ROOT_CONFIG
     if not (args.help or args.hydra_help or args.info or args.shell_completion):
         jobs = sweep_jobs(args.overrides) if args.multirun else [args.overrides]
