@@ -4,7 +4,8 @@ Hydra's own command line (`--cfg job|hydra|all`, `--info`, `-m/--multirun`, `--h
 run through Hydra's `Hydra.run` / `Hydra.multirun` so that errors stay one line (cli.describe_error) and the
 exit code tells success / bad input / NaN stop. Every job's config is composed and checked before Hydra
 writes anything. A single run writes into `run_dir`; a sweep writes one run folder per job,
-`hydra.sweep.dir/<the job's overrides>` (budgets and paths excluded), so re-running a sweep resumes its jobs.
+`hydra.sweep.dir/<the job's swept overrides>` (budgets and paths excluded), so re-running a sweep resumes
+its jobs.
 """
 from __future__ import annotations
 
