@@ -30,6 +30,7 @@ from PIL import Image
 from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
                                     NativeDataset, batch_tensor, is_shard_complete, remove_damaged_shard, shard_dir,
                                     shard_name, write_manifest, write_shard)
+from ssl_eq.utils.lock import folder_entries, folder_lock
 from ssl_eq.utils.io import atomic_path, read_json, read_json_object, write_json_atomic, write_npy_atomic
 
 # channel order of the files relative to the render -> function mapping (…, 3) between the two (an involution)
@@ -368,10 +369,8 @@ def _prepare_export(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
     export record) by deleting only the files that export wrote. Other files are never deleted; the same
     export is resumed.
     """
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"export folder {out} exists and is not a folder")
     marker = out / EXPORT_RECORD
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and folder_entries(out):
         old = read_json(marker, "export record") if marker.is_file() else None
         if old == record:
             return all(f.is_file() for split in SPLITS for f in _split_files(out, split))
@@ -394,10 +393,9 @@ def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
                      overwrite: bool = False) -> Path:
     """Write native dataset `root` in the original 3DIEBench(-T) layout at `out` (split files written last).
 
-    Resumable: re-running the same export completes the missing objects (a complete one is a no-op).
+    Resumable: re-running the same export completes the missing objects (a complete one is a no-op). The folder
+    is locked while it is written (a second export into it is refused).
     """
-    from tqdm import tqdm
-
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
     if not 1 <= jpeg_quality <= 100:
@@ -405,10 +403,20 @@ def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
     ds = NativeDataset(root)
     out = Path(out)
     _check_apart(Path(root), out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export folder {out} exists and is not a folder")
     record = {"dataset": str(Path(root).resolve()), "dataset_created": ds.manifest["created"],
               "channel_order": channel_order, "jpeg_quality": jpeg_quality}
-    if _prepare_export(out, record, overwrite):
-        return out
+    with folder_lock(out, what="export folder"):
+        if not _prepare_export(out, record, overwrite):
+            _write_export(ds, root, out, channel_order, jpeg_quality, workers, progress)
+    return out
+
+
+def _write_export(ds: NativeDataset, root: str | os.PathLike, out: Path, channel_order: str, jpeg_quality: int,
+                  workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
     objs = list(range(len(ds)))
     for _ in tqdm(_pool_map(_export_one, objs, workers, _init_export, (str(root), str(out), channel_order,
                                                                         jpeg_quality)),
@@ -419,5 +427,4 @@ def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
         img_file, lab_file = _split_files(out, split)
         write_npy_atomic(img_file, np.array([object_path(ds, o) for o in idx], dtype=str))
         write_npy_atomic(lab_file, ds.labels[idx].astype(np.int64))
-    return out
 

@@ -7,6 +7,7 @@ to follow the NaN guard's advice to lower the learning rate.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+
+from ssl_eq.utils.lock import folder_lock
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
@@ -80,6 +83,19 @@ def check_fork(state: dict[str, Any], config: dict[str, Any], source: Path) -> N
         raise ValueError(f"resume_from={source}: the checkpoint was trained with other settings of {diffs}; a fork "
                          f"keeps the model and may change only method.optim.{{{', '.join(FORKABLE_OPTIM_KEYS)}}} and "
                          f"the trainer / checkpoint / data sections (give the same method / backbone / augment options)")
+
+
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run folder's lock, held by rank 0 only (DDP ranks re-run the same command in child processes)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return folder_lock(run_dir, what="run folder", enabled=getattr(rank_zero_only, "rank", 0) == 0)
+
+
+def trained_nothing(start_from: Path | None, last: Path, global_step: int) -> bool:
+    """True when the run resumed from its own last.ckpt and took no step (it had finished): rewriting it would
+    give the same weights new bytes."""
+    return start_from == last and last.is_file() and read_checkpoint(last).get("global_step") == global_step
 
 
 class WallClock(pl.Callback):

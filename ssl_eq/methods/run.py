@@ -17,7 +17,7 @@ from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
 from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, OptimizerSettings, WallClock, check_fork,
-                                   optimizer_settings, read_checkpoint)
+                                   optimizer_settings, read_checkpoint, run_lock, trained_nothing)
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
@@ -184,6 +184,15 @@ def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
 
+    The run folder is locked while the run writes it (RUN/.ssl_eq.lock; a second writer is refused).
+    """
+    with run_lock(Path(cfg.run_dir)):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
+
     Validation runs as configured in `trainer` and once more at the end if the last one was at an earlier step,
     so metrics.json holds the final val/... metrics (none when the val split is empty or limit_val_batches=0).
     Returns the metrics.json summary (a resumed run keeps the earlier metrics it does not update and adds
@@ -242,17 +251,18 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         rank_zero_info(f"validation skipped: split {dm.val_split!r} of {cfg.data.root} is empty")
         trainer.limit_val_batches = 0
     _check_run_folder(run_dir, cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_method(cfg)  # before config.yaml: a bad method option leaves no run folder behind
     if trainer.is_global_zero:
         write_atomic(run_dir / "config.yaml", lambda p: OmegaConf.save(cfg, p, resolve=True))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_method(cfg)
     status = "completed"
     metrics: dict[str, torch.Tensor] = {}
     if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
         write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
-        trainer.save_checkpoint(last)
+        if not trained_nothing(start_from, last, trainer.global_step):  # a finished run's last.ckpt stays as it is
+            trainer.save_checkpoint(last)
         if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
             metrics.update(trainer.callback_metrics)  # validate() resets them
             trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import native
+from ..utils.lock import folder_entries, folder_lock
 from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
@@ -134,7 +135,7 @@ def _prepare_output(cfg: RenderConfig) -> Path:
             diff = sorted(k for k in set(old) | set(cfg.identity()) if old.get(k) != cfg.identity().get(k))
             raise FileExistsError(f"{out} holds a dataset rendered with a different config (differs in: "
                                   f"{', '.join(diff)}); use another --out, or --overwrite to replace it")
-    elif out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+    elif out.is_dir() and folder_entries(out) and not cfg.overwrite:
         raise FileExistsError(f"--out {out} is not empty and holds no {RENDER_CONFIG}; refusing to write into it "
                               f"(use an empty folder, or --overwrite)")
     if cfg.overwrite:
@@ -186,6 +187,15 @@ class RenderJob:
         return skipped.exists() and read_json_object(skipped, "skip record").get("num_rendered") == 0
 
     def run(self) -> dict:
+        """Render this process's shards under the output folder's lock (one writer per shard)."""
+        cfg = self.cfg
+        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise NotADirectoryError(f"--out {cfg.out} exists and is not a folder")
+        shard = f"render-shard-{cfg.shard_index or 0}-of-{cfg.num_shards}" if cfg.num_shards > 1 else "render"
+        with folder_lock(Path(cfg.out), shard, what="render output folder"):
+            return self._run()
+
+    def _run(self) -> dict:
         from .renderer import MeshTensors, SceneRenderer, resolve_device
 
         cfg = self.cfg
