@@ -15,7 +15,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from ssl_eq.utils.io import save_torch_atomic, write_json_atomic
 from ssl_eq.utils.lock import folder_lock
 
 CHECKPOINT_DIR = "checkpoints"
@@ -96,6 +98,74 @@ def trained_nothing(start_from: Path | None, last: Path, global_step: int) -> bo
     """True when the run resumed from its own last.ckpt and took no step (it had finished): rewriting it would
     give the same weights new bytes."""
     return start_from == last and last.is_file() and read_checkpoint(last).get("global_step") == global_step
+
+
+class ExactResume(pl.Callback):
+    """What makes a resumed run continue exactly as the uninterrupted one would have:
+
+    - the train loader's position: Lightning saves a stateful loader's state (ssl_eq.datasets.datamodule's
+      resumable loaders) in the fit-loop state, but restores it only into loaders built after the loops are
+      restored; a method that reads trainer.estimated_stepping_batches in configure_optimizers builds them
+      before, so this callback applies the saved state at train start (same epoch: continue after its batches);
+    - randomness: torch's RNG is seeded at every training batch from (seed, rank, the loader's epoch and batch
+      position), so the on-device augmentation (Kornia draws from torch's global RNG) and any other draw of a
+      step depend on the step alone, with no RNG state to carry.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._loader_states: list[dict[str, Any]] = []
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        self._loader_states = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaders = trainer.train_dataloader
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        stateful = [dl for dl in loaders if callable(getattr(dl, "load_state_dict", None))]
+        for loader, state in zip(stateful, self._loader_states):
+            loader.load_state_dict(state)
+        self._loader_states = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        import numpy as np
+
+        # the loader's own (epoch, batches handed out): Lightning's epoch and batch_idx can be off after a restart
+        # at an epoch's end (a run killed during validation)
+        position = getattr(trainer.train_dataloader, "position", None) or (trainer.current_epoch, batch_idx)
+        entropy = [self.seed, trainer.global_rank, *position]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with atomic local writes (temp file + rename): a full disk leaves no
+    truncated step=N.ckpt and is reported as out of space, naming the checkpoint folder."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        save_torch_atomic(checkpoint, path)
+
+
+def interrupted(error: BaseException, trainer: pl.Trainer) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the SystemExit Lightning raises after handling one."""
+    return isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and trainer.interrupted)
+
+
+def failure_status(error: BaseException, trainer: pl.Trainer) -> str:
+    """metrics.json status of a run that stopped on `error`."""
+    return "interrupted" if interrupted(error, trainer) else f"failed: {type(error).__name__}: {error}"
+
+
+def write_summary(path: Path, summary: dict[str, Any], failing: bool) -> None:
+    """Write metrics.json; when the run is already failing (e.g. the disk is full), a failed write must not hide
+    that error: the earlier metrics.json (status "running") stays."""
+    try:
+        write_json_atomic(path, summary)
+    except OSError:
+        if not failing:
+            raise
 
 
 class WallClock(pl.Callback):

@@ -16,8 +16,10 @@ from ssl_eq.methods.commands import CONFIG_GROUPS, group_options
 from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
-from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, OptimizerSettings, WallClock, check_fork,
-                                   optimizer_settings, read_checkpoint, run_lock, trained_nothing)
+from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, AtomicCheckpointIO, ExactResume, OptimizerSettings, WallClock,
+                                   check_fork, failure_status, optimizer_settings, read_checkpoint, run_lock,
+                                   trained_nothing, write_summary)
+from ssl_eq.utils.finite import check_finite
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
@@ -208,6 +210,7 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg.data, "root"):
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
     check_config(cfg)
+    check_finite(cfg)
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
     last = run_dir / CHECKPOINT_DIR / LAST
@@ -217,13 +220,14 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     clock = WallClock(previous.get("wall_s", 0.0))
     trainer = pl.Trainer(
         **trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
         callbacks=[
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
                             every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=-1),
             ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint.last_every_n_steps,
                             save_top_k=0, save_last=True),
-            LearningRateMonitor("step"), clock, *([optim_change] if optim_change else []),
+            LearningRateMonitor("step"), clock, ExactResume(cfg.seed), *([optim_change] if optim_change else []),
         ],
     )
     world = trainer.world_size
@@ -267,7 +271,9 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(trainer.callback_metrics)  # validate() resets them
             trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
     except BaseException as e:
-        status = f"failed: {type(e).__name__}: {e}"
+        status = failure_status(e, trainer)
+        if status == "interrupted":
+            raise KeyboardInterrupt(f"interrupted at step {trainer.global_step}") from e
         raise
     finally:
         metrics.update(trainer.callback_metrics)
@@ -280,5 +286,5 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
         if status != "completed" and trainer.global_step < previous.get("global_step", 0):
             summary = previous  # failed before the checkpoint was restored: the earlier record stands
         if trainer.is_global_zero:
-            write_json_atomic(summary_file, summary)
+            write_summary(summary_file, summary, failing=status != "completed")
     return summary

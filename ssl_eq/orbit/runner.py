@@ -81,7 +81,7 @@ def load_probe_heads(run_dir: Path, digest: str, notes: list[str]) -> dict[str, 
     heads = {}
     for path in sorted(run_dir.glob(PROBE_HEADS)):
         head, meta = FittedHead.load(path)
-        if meta.get("checkpoint_sha256") != digest:
+        if meta.get("checkpoint_digest") != digest:
             notes.append(f"{path.name}: trained on another checkpoint; re-run `ssl-eq probe` (skipped)")
             continue
         heads[path.stem.removeprefix("rotation_head_")] = (head, meta["feature"])
@@ -197,7 +197,7 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
     if path.is_file():
         try:
             old = read_json(path, "orbit.json")
-            if old.get("checkpoint_sha256") == header["checkpoint_sha256"]:
+            if old.get("checkpoint_digest") == header["checkpoint_digest"]:
                 orbits = old.get("orbits", {})
         except ValueError:
             pass  # unreadable: replaced
@@ -254,7 +254,7 @@ class OrbitAnalysis:
     def run(self, run_dir: str | Path) -> list[str]:
         """Analyse one run folder -> error messages of the orbits that could not be analysed (empty: all done)."""
         from ssl_eq.methods import load_run
-        from ssl_eq.probes.features import file_digest
+        from ssl_eq.utils.identity import weights_digest
 
         run_dir = Path(run_dir)
         name = self.run_name(run_dir)
@@ -275,7 +275,7 @@ class OrbitAnalysis:
         if not todo:
             return errors
         model = load_run(run_dir, map_location=self.device)
-        digest = file_digest(run_dir / CHECKPOINT)
+        digest = weights_digest(run_dir / CHECKPOINT)
         head_notes: list[str] = []
         heads = load_probe_heads(run_dir, digest, head_notes)
         records = {}
@@ -294,7 +294,7 @@ class OrbitAnalysis:
             self.results.setdefault(key, {})[name] = record
             self.strips.setdefault(key, frames[0].numpy())
         write_orbit_json(run_dir, {
-            "run": str(run_dir), "method": type(model).__name__, "checkpoint_sha256": digest,
+            "run": str(run_dir), "method": type(model).__name__, "checkpoint_digest": digest,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "dataset": str(dataset), "source": objects.describe}, records)
         return errors

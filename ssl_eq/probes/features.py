@@ -11,18 +11,16 @@ sequences and per-object retrieval are plain indexing. Keys: ``rep/full``, ``rep
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ssl_eq.utils.io import atomic_path
+from ssl_eq.utils.io import save_torch_atomic
 
 REPRESENTATION_PARTS = ("full", "inv", "equi")
 EMBEDDING_PARTS = ("inv", "equi")
-_HASH_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -111,15 +109,6 @@ def arrange_object_major(flat: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of a file (checkpoint identity for the feature cache)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_HASH_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
     """Features stored at `path` when their cache key equals `key`, else None."""
     if not path.is_file():
@@ -129,6 +118,5 @@ def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
 
 
 def save_cached(path: Path, key: dict[str, Any], features: dict[str, Tensor]) -> None:
-    """Atomically store features with their cache key (checkpoint digest + dataset identity)."""
-    with atomic_path(path) as tmp:
-        torch.save({"key": key, "features": features}, tmp)
+    """Atomically store features with their cache key (weights digest + dataset content digest, split, settings)."""
+    save_torch_atomic({"key": key, "features": features}, path)
