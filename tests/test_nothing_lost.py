@@ -378,3 +378,27 @@ def test_ctrl_c_recorded_as_interrupted(tiny_data, tmp_path, monkeypatch, capsys
         signal.signal(signal.SIGINT, handler)                   # Lightning ignores SIGINT after a Ctrl-C
     assert "re-run the same command to resume" in capsys.readouterr().err
     assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_moved_dataset_resumes_with_a_new_data_root(tiny_data, tmp_path, capsys):
+    import shutil
+    data, run = Path(shutil.copytree(tiny_data, tmp_path / "data")), tmp_path / "run"
+    args = ["pretrain", *TINY, f"run_dir={run}", "trainer.limit_val_batches=0"]
+    assert main([*args, f"data.root={data}", "trainer.max_steps=2"]) == 0
+    moved = Path(shutil.move(str(data), tmp_path / "moved"))
+    assert main([*args, f"data.root={moved}", "trainer.max_steps=4"]) == 0      # same content: it resumes
+    assert "at step 4" in capsys.readouterr().out
+    other = make_synthetic_dataset(tmp_path / "other", num_objects=10, views=3, size=16, seed=3)
+    assert main([*args, f"data.root={other}", "trainer.max_steps=6"]) == 2      # another dataset: refused
+    assert "sections ['data'] differ" in capsys.readouterr().err
+
+
+def test_nan_guard_names_a_visible_cause_and_no_missing_checkpoint(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", *TINY, f"data.root={tiny_data}", f"run_dir={run}", "trainer.max_steps=4"]
+    assert main([*args, "method.loss.invariance=1e39"]) == 3                  # overflows float32: NaN at step 0
+    err = capsys.readouterr().err
+    assert "cause: loss weight method.loss.invariance=1e+39 is not a finite float32 number" in err
+    assert "resume_from" not in err and "last.ckpt" not in err
+    from ssl_eq.methods.commands import fork_advice                          # a lr NaN before the first save
+    assert "no checkpoint was saved" in fork_advice(tiny_cfg(tiny_data, tmp_path / "never_saved"))

@@ -27,6 +27,7 @@ from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequenceDataset, PairDataset,
                                    SequenceDataset, ViewDataset, collate)
+from ssl_eq.utils.identity import dataset_digest
 
 # kind -> (train dataset factory, deterministic val dataset factory); factories take (source, split, dm)
 # for multi-view (native) sources; single-image sources use SINGLE_IMAGE_KINDS
@@ -193,8 +194,11 @@ class SSLDataModule(pl.LightningDataModule):
 
     @property
     def info(self) -> dict[str, Any]:
-        """What a method needs to know about the data: image size, latent schema, classes, views."""
+        """What a method needs to know about the data: image size, latent schema, classes, views, and the
+        content digest of a native dataset (None for other formats)."""
         self.setup()
         src = self.source
+        manifest = getattr(src, "manifest", None)
         return {"image_size": src.image_size, "latent_schema": src.latent_schema, "variant": src.variant,
-                "num_classes": len(src.class_names), "views": src.views}
+                "num_classes": len(src.class_names), "views": src.views,
+                "digest": dataset_digest(manifest) if isinstance(manifest, dict) else None}

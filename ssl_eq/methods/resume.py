@@ -87,6 +87,45 @@ def check_fork(state: dict[str, Any], config: dict[str, Any], source: Path) -> N
                          f"the trainer / checkpoint / data sections (give the same method / backbone / augment options)")
 
 
+def differs(section: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Does config section `section` of a run folder's config.yaml (`old`) differ from the new run's? The data
+    section may name another data.root when the dataset's content digest is the same (the dataset moved); a
+    config.yaml from before digests were recorded is compared without one."""
+    a, b = old.get(section), new.get(section)
+    if section != "data" or not isinstance(a, dict) or not isinstance(b, dict):
+        return a != b
+    a, b = dict(a), dict(b)
+    if "digest" not in a:
+        b.pop("digest", None)
+    if a.get("root") != b.get("root") and a.get("digest") is not None and a.get("digest") == b.get("digest"):
+        a.pop("root"), b.pop("root")
+    return a != b
+
+
+def nan_advice(cfg: Any, lr_backoff: float) -> str:
+    """What to do after a NaN / inf loss in run `cfg`: the cause when the config shows one (a loss weight that is
+    not a finite float32), else a lower learning rate or gradient clipping. A fork from last.ckpt is proposed
+    only when that checkpoint exists."""
+    import math
+
+    f32_max = float(torch.finfo(torch.float32).max)
+    loss = cfg.method.get("loss") or {}
+    bad = [f"method.loss.{k}={v!r}" for k, v in loss.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and abs(v) <= f32_max)]
+    if bad:
+        return (f"cause: loss weight {', '.join(bad)} is not a finite float32 number; fix it and re-run the same "
+                f"command")
+    lr = float(cfg.method.optim.lr) / lr_backoff
+    last = Path(str(cfg.run_dir)) / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        return (f"no checkpoint was saved before the failure ({last} does not exist): re-run the same command with "
+                f"a lower learning rate, method.optim.lr={lr:g}, or with trainer.gradient_clip_val=VALUE")
+    return (f"to continue with a lower learning rate, fork the run from its last good checkpoint into a new folder:\n"
+            f"  ssl-eq pretrain <same overrides> resume_from={last} run_dir={cfg.run_dir}_lr{lr:g} "
+            f"method.optim.lr={lr:g}\n"
+            f"or to clip gradients in place: ssl-eq pretrain <same overrides> trainer.gradient_clip_val=VALUE")
+
+
 def run_lock(run_dir: Path) -> contextlib.AbstractContextManager:
     """The run folder's lock, held by rank 0 only (DDP ranks re-run the same command in child processes)."""
     from lightning_fabric.utilities.rank_zero import rank_zero_only

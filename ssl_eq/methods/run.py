@@ -17,7 +17,7 @@ from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
 from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, AtomicCheckpointIO, ExactResume, OptimizerSettings, WallClock,
-                                   check_fork, failure_status, optimizer_settings, read_checkpoint, run_lock,
+                                   check_fork, differs, failure_status, optimizer_settings, read_checkpoint, run_lock,
                                    trained_nothing, write_summary)
 from ssl_eq.utils.finite import check_finite
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
@@ -164,6 +164,7 @@ def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
     data.num_classes = int(info["num_classes"])
     data.latent_schema = list(info["latent_schema"])
     data.variant = info["variant"]
+    data.digest = info.get("digest")
 
 
 def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
@@ -176,7 +177,7 @@ def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
         return
     old, new = OmegaConf.load(old_path), OmegaConf.to_container(cfg, resolve=True)
     old = OmegaConf.to_container(old, resolve=True)
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SECTIONS and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SECTIONS and differs(k, old, new))
     if diff:
         raise ValueError(f"run folder {run_dir} holds a run with a different config (sections {diff} differ "
                          f"from {old_path}); pick a new run_dir, or to continue this run with other optimiser "

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, help="render objects of another source instead: procedural | "
                                                   "mesh-folder | shapenet")
     p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
+    p.add_argument("--data", default=None, help="dataset folder of the runs, when it moved since training "
+                                                "(default: the one each RUN_DIR/config.yaml names)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -37,6 +39,6 @@ def _run(args: argparse.Namespace) -> int:
 
     latents = [n.strip() for item in args.latent for n in item.split(",") if n.strip()] if args.latent else None
     opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
-                        source=args.source, source_root=args.source_root, device=args.device,
+                        source=args.source, source_root=args.source_root, data=args.data, device=args.device,
                         batch_size=args.batch_size)
     return analyse(args.run_dirs, args.out, opts, debug=args.debug)

@@ -41,6 +41,7 @@ class OrbitOptions:
     objects: int = 8
     source: str | None = None
     source_root: str | None = None
+    data: str | None = None                 # dataset folder instead of the one each run's config.yaml names (moved)
     device: str = "auto"
     batch_size: int = 128
 
@@ -205,7 +206,7 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
     return write_json_atomic(path, _finite({**header, "definitions": M.DEFINITIONS, "orbits": orbits}))
 
 
-def _dataset_of(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _dataset_of(run_dir: Path, data: str | None = None) -> tuple[Path, dict[str, Any]]:
     from omegaconf import OmegaConf
 
     from ssl_eq.datasets.native import read_manifest
@@ -213,14 +214,14 @@ def _dataset_of(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     cfg = run_dir / "config.yaml"
     if not cfg.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run folder)")
-    root = OmegaConf.select(OmegaConf.load(cfg), "data.root", default=None)
+    root = data or OmegaConf.select(OmegaConf.load(cfg), "data.root", default=None)
     if not root:
         raise ValueError(f"{cfg} names no dataset (data.root)")
     try:
         return Path(str(root)), read_manifest(root)
     except (FileNotFoundError, NotADirectoryError) as e:
         raise FileNotFoundError(f"{run_dir}: its dataset is not available here ({e}); the manifest names the "
-                                "objects and scene to render") from e
+                                "objects and scene to render (moved? pass --data DIR)") from e
 
 
 class OrbitAnalysis:
@@ -260,7 +261,7 @@ class OrbitAnalysis:
         name = self.run_name(run_dir)
         if not (run_dir / CHECKPOINT).is_file():
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
-        dataset, manifest = _dataset_of(run_dir)
+        dataset, manifest = _dataset_of(run_dir, self.opts.data)
         objects = self.objects_for(dataset, manifest)
         schema = list(manifest["latent_schema"])
         errors = []
