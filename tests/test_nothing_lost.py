@@ -402,3 +402,25 @@ def test_nan_guard_names_a_visible_cause_and_no_missing_checkpoint(tiny_data, tm
     assert "resume_from" not in err and "last.ckpt" not in err
     from ssl_eq.methods.commands import fork_advice                          # a lr NaN before the first save
     assert "no checkpoint was saved" in fork_advice(tiny_cfg(tiny_data, tmp_path / "never_saved"))
+
+
+def test_6_sigkilled_run_resumes_bit_identical(tiny_data, tmp_path, capsys):
+    import time
+
+    import torch
+
+    from ssl_eq.methods import load_run, pretrain
+    overrides = ("trainer.max_epochs=3", "data.batch_size=2", RANDOM_AUG)
+    whole = pretrain(tiny_cfg(tiny_data, tmp_path / "whole", *overrides))
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.cli", "pretrain", *TINY, f"data.root={tiny_data}",
+                             f"run_dir={run}", *overrides], env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not (run / "checkpoints" / "step=4.ckpt").exists():
+        time.sleep(0.1)
+    proc.kill()                                                          # SIGKILL: no handler, no cleanup
+    proc.wait()
+    resumed = pretrain(tiny_cfg(tiny_data, run, *overrides))            # takes over the dead process's lock
+    assert resumed["global_step"] == whole["global_step"] == 9
+    a, b = load_run(tmp_path / "whole").state_dict(), load_run(run).state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []

@@ -160,8 +160,8 @@ def _out_of_space(error: OSError, out: Path, shard: str) -> OSError | None:
     short_write = error.errno is None and "requested and" in str(error)
     if error.errno not in (errno.ENOSPC, errno.EDQUOT) and not short_write:
         return None
-    return OSError(errno.ENOSPC, f"out of space writing {shard} (nothing partial was left; complete shards are "
-                                 f"kept)", str(out))
+    return OSError(errno.ENOSPC, f"writing {shard}: No space left on device (out of space; nothing partial was "
+                                 f"left, complete shards are kept)", str(out))
 
 
 def _read_split_file(path: str) -> set[str]:
