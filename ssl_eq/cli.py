@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 
 # each module defines register(subparsers); heavy imports stay inside the handlers
@@ -14,12 +15,30 @@ COMMAND_MODULES = (
     "ssl_eq.probes.commands",
     "ssl_eq.reports.commands",
     "ssl_eq.orbit.commands",
+    "ssl_eq.checkpoints.commands",
     "ssl_eq.demo",
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows every option's default, unless it is unset (None), the option is a flag or the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.nargs == 0 or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser with HelpFormatter; sub-command parsers inherit the class (add_subparsers' parser_class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ssl-eq",
         description="Invariant / equivariant self-supervised learning: render 3DIEBench-style data, "
         "pretrain, probe and report.",
@@ -36,11 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.Handler):
+    """How the CLI shows the library's log records (logger "ssl_eq"): INFO on stdout, warnings and errors on stderr
+    as "warning: ..." / "error: ...", always on the current sys.stdout / sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            print(f"{record.levelname.lower()}: {self.format(record)}", file=sys.stderr, flush=True)
+        else:
+            print(self.format(record), flush=True)
+
+
+def show_library_logs() -> None:
+    """Send the library's INFO-and-above records to the console (once per process)."""
+    logger = logging.getLogger("ssl_eq")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    show_library_logs()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # argparse exits on --help and on bad options (2, with its message): return that code like any other
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.overrides = extra
     try:
         return int(args.func(args) or 0)
@@ -84,10 +126,26 @@ def describe_error(e: BaseException) -> str:
         return f"{where}{cause} ({advice}; --debug shows the traceback)"
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
+    if _is_yaml_error(e):
+        return _describe_yaml_error(e)
     if isinstance(e, USER_ERRORS):
         return str(e)
     return (f"unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback; if the input was valid, "
             f"please report it)")
+
+
+def _is_yaml_error(e: BaseException) -> bool:
+    yaml = sys.modules.get("yaml")  # only loaded when a YAML file was read
+    return yaml is not None and isinstance(e, yaml.YAMLError)
+
+
+def _describe_yaml_error(e: BaseException) -> str:
+    """A YAML syntax error as `FILE, line L column C: problem (context)`, on one line."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return f"not valid YAML: {' '.join(str(e).split())}"
+    context = f" ({e.context})" if getattr(e, "context", None) else ""
+    return (f"{mark.name}, line {mark.line + 1} column {mark.column + 1}: not valid YAML: {e.problem}{context}; fix the file")
 
 
 if __name__ == "__main__":

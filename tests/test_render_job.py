@@ -134,7 +134,7 @@ def test_different_config_refused_unless_overwrite(reference, tmp_path, capsys):
     (["--encoding", "png"], "--encoding"),
     (["--num-shards", "2", "--shard-index", "2"], "--shard-index"),
     (["--source", "mesh-folder", "--source-root", "/nonexistent/meshes"], "/nonexistent/meshes"),
-    (["--source", "nope"], "valid sources"),
+    (["--source", "nope"], "--source"),
 ])
 def test_bad_arguments_give_clear_errors(tmp_path, capsys, args, message):
     code = cli(["render", "--out", str(tmp_path / "x"), "--objects", "2", "--views", "1", "--no-progress",

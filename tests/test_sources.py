@@ -13,7 +13,7 @@ from ssl_eq.renderers.sources import SOURCES, MeshData, MeshLoadError, ObjectRef
 from ssl_eq.renderers.sources.primitives import box, cylinder, ellipsoid, frustum, prism, rotation, torus
 from ssl_eq.renderers.sources.procedural import CLASSES, generate
 
-FIXTURE_MUG = Path("/work/shared/fixtures/blender-3diebench/mug.obj")
+FIXTURE_MUG = Path(__file__).resolve().parent / "data" / "blender-3diebench" / "mug.obj"
 K = len(CLASSES)
 
 

@@ -42,7 +42,7 @@ from ssl_eq.renderers.sources import make_source
 from ssl_eq.renderers.sources.meshfiles import load_mesh_file
 
 HERE = Path(__file__).resolve().parent
-FIXTURE_MESH = HERE.parents[1] / "shared/fixtures/blender-3diebench/mug.obj"
+FIXTURE_MESH = HERE.parent / "tests/data/blender-3diebench/mug.obj"
 BPY_PYTHON = Path(os.environ.get("SSL_EQ_ENV_ROOT", Path.home() / ".cache/ssl_eq")) / "venv-bench-bpy-5.0.1/bin/python"
 BLENDER_SAMPLES = 100
 STAGES = ("0 previous renderer", "1 + analytic floor", "2 + object window", "3 + shadow map size")

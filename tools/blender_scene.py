@@ -1,4 +1,4 @@
-"""Render 3DIEBench views of one mesh with Blender Cycles (DESIGN.md §4), for `bench_render.py --blender`.
+"""Render 3DIEBench views of one mesh with Blender Cycles (docs/scene.md), for `bench_render.py --blender`.
 
 Runs under the Python of the separate bpy venv (`tools/setup_bench_env.sh`), NOT the project's env:
     python tools/blender_scene.py SCENE.npz  ->  prints {"seconds": [...], "cpu_seconds": [...]} as JSON

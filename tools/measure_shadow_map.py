@@ -22,7 +22,7 @@ from ssl_eq.renderers.sources import make_source
 from ssl_eq.renderers.sources.meshfiles import load_mesh_file
 
 MIN_MAP = 8
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/blender-3diebench"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "blender-3diebench"
 
 
 def scenes(num_procedural: int):

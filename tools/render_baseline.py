@@ -37,7 +37,7 @@ class BaselineSceneRenderer:
 
     render(meshes, mesh_index, latents) -> {"images": uint8 (B, H, W, 3), "mask": bool (B, H, W)}
     where meshes is a list of MeshTensors, mesh_index (B,) picks one per item and latents (B, D)
-    follows DESIGN.md §4 ([rot xyz, floor hue, spot theta, spot phi, spot hue, (trans xyz)]).
+    follows docs/scene.md ([rot xyz, floor hue, spot theta, spot phi, spot hue, (trans xyz)]).
     """
 
     def __init__(self, settings: RenderSettings = RenderSettings(), device: str | torch.device = "cpu") -> None:

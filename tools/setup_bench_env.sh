@@ -3,7 +3,7 @@
 # `tools/bench_render.py --blender` to time Cycles side by side with our renderer. Not part of
 # requirements.lock on purpose. Prints the venv's python.
 set -euo pipefail
-BPY_VERSION=5.0.1            # the Blender version that made ../shared/fixtures/blender-3diebench
+BPY_VERSION=5.0.1            # the Blender version that made tests/data/blender-3diebench
 py=${PYTHON:-python3.11}     # bpy 5.0 wheels are cp311 only
 root=${SSL_EQ_ENV_ROOT:-$HOME/.cache/ssl_eq}
 venv="$root/venv-bench-bpy-$BPY_VERSION"

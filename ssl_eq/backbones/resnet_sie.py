@@ -1,4 +1,4 @@
-"""The ResNet-18 of SIE and EquiCaps (../shared/reference/sie.md §3), not torchvision's.
+"""The ResNet-18 of SIE and EquiCaps (docs/reference/sie.md §3), not torchvision's.
 
 Differences from torchvision's ResNet-18, all in the reference (a VICReg-style, "TF-same" padded ResNet):
 - stem: input zero-padded (left 2, right 3, top 2, bottom 3), 7×7/2 conv without padding, BN, ReLU, then

@@ -1,6 +1,6 @@
 """Relative transformations between views (view 1 -> view 2): the one place they are computed.
 
-All functions take latents (..., D) in the 3DIEBench layout (DESIGN.md §4) and are batched torch ops.
+All functions take latents (..., D) in the 3DIEBench layout (docs/scene.md) and are batched torch ops.
 Rotation: R_rel = R1^-1 R2 (the reference loader's convention), as a matrix, a wxyz quaternion and
 extrinsic-xyz Euler angles. Other latents: differences of floor hue, spot θ, spot φ and spot hue, φ
 differences wrapped to [-π, π). 3DIEBench-T: the object matrix is R·T(t), so the centre sits at R·t;
@@ -111,7 +111,7 @@ def rigid_inverse(mat: Tensor) -> Tensor:
 
 
 def relative_pose_matrices(r1: Tensor, r2: Tensor, t1: Tensor, t2: Tensor) -> dict[str, Tensor]:
-    """EquiCaps' 4×4 relative transformations M₁⁻¹M₂ (../shared/reference/equicaps.md §3), each (..., 4, 4).
+    """EquiCaps' 4×4 relative transformations M₁⁻¹M₂ (docs/reference/equicaps.md §3), each (..., 4, 4).
 
     rel_matrix_object: M_k = [R_k | t_k] -> [[R₁ᵀR₂, R₁ᵀ(t₂ − t₁)], [0, 1]];
     rel_matrix_base:   M_k = [R_k | R_k t_k] (the rendered pose R·T(t)) -> [[R₁ᵀR₂, R₁ᵀR₂t₂ − t₁], [0, 1]]

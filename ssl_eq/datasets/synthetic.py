@@ -1,6 +1,6 @@
 """Tiny synthetic native datasets for tests and demos (no rendering, no pytorch3d).
 
-Latents follow the 3DIEBench ranges (DESIGN.md §4) and the images depend on them: the floor has
+Latents follow the 3DIEBench ranges (docs/scene.md) and the images depend on them: the floor has
 colour HSV(floor_hue, 0.6, 0.6), a lit disc sits where the spot points (θ, φ), and the object is a
 class-sized blob in the spot's colour HSV(spot_hue, 1, 0.8) with two markers placed by projecting
 rotated class-specific axes R·a (plus R·t for 3DIEBench-T), so every latent is visible in the pixels.

@@ -1,5 +1,5 @@
 """SimCLR + AugSelf (Lee et al., NeurIPS 2021), in the SIE repository's 3DIEBench form
-(../shared/reference/equicaps.md §8): SimCLR plus an MLP head on the two views' concatenated backbone
+(docs/reference/equicaps.md §8): SimCLR plus an MLP head on the two views' concatenated backbone
 representations [h₁; h₂] (B, 2D) regressing the transformation between them.
 
 Targets (`method.target`): "rotation" = the relative-rotation quaternion (B, 4) (SIE's SimCLRAugSelf),

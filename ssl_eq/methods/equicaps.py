@@ -3,7 +3,7 @@
 The backbone's last feature map (B, C, h, w) feeds primary capsules (activations + n×n poses) and one
 self-routing layer to K output capsules (`ssl_eq.methods.blocks.capsules`). View 1's output poses times the
 known relative transformation M (3×3: R₁ᵀR₂; 4×4: M₁⁻¹M₂ in the object or the base frame) must equal
-view 2's (../shared/reference/equicaps.md §1-2).
+view 2's (docs/reference/equicaps.md §1-2).
 
 Representation vector (B, C + K + K·n²) = [pooled backbone map | capsule activations | capsule poses];
 `split` gives "full" = the pooled map (what the published numbers probe), "inv" = the K output activations
@@ -128,9 +128,7 @@ class EquiCaps(BaseMethod):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> (N, C + K + K·n²) [pooled map | activations | poses]."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        fmap = self.backbone.forward_features(x)
+        fmap = self.backbone.forward_features(self.layout(x))
         act, pose = self.routing(*self.primary(fmap))
         return torch.cat([fmap.mean((2, 3)), act, pose.flatten(1)], 1)
 

@@ -1,6 +1,6 @@
 """EquiMod (Devillers & Lefort, ICLR 2023): an invariant projection trained by SimCLR (or VICReg) plus an
 equivariant projection whose prediction for view 2, conditioned on the transformation, is contrasted with
-view 2's equivariant embedding (../shared/reference/equicaps.md §8).
+view 2's equivariant embedding (docs/reference/equicaps.md §8).
 
 Both projectors read the whole backbone representation (B, D). Forms (ssl_eq/configs/method/):
 - `equimod` (SIE repository's 3DIEBench baseline): 2048-2048-2048 projectors, hypernetwork predictor

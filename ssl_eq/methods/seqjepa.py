@@ -7,7 +7,7 @@ consecutive views. Token i = [z_i (D) ; e(a_i) (E)] with the last token's action
 action encoder's BatchNorm; the predictor sees [z_AGG ; e(a_M)] (a_M = observed-last -> target, encoded in
 a separate call). Only the encoder has an EMA target (parameters, not buffers), updated after every optimiser
 step. `method.action_cond: false` is the reference's no-action ablation: D-wide tokens, predictor on z_AGG.
-Facts: ../shared/reference/seq-jepa.md (§1 architecture, §2 loss / EMA); deviations: README "seq-JEPA".
+Facts: docs/reference/seq-jepa.md (§1 architecture, §2 loss / EMA); deviations: README "seq-JEPA".
 """
 from __future__ import annotations
 
@@ -208,8 +208,7 @@ class SeqJEPA(BaseMethod):
         z = self.encode(views[:, :m].flatten(0, 1)).unflatten(0, (b, m))  # one pass over the B*M observed views
         with torch.no_grad():
             x_t = views[:, m]
-            target = self.backbone_target(x_t.contiguous(memory_format=torch.channels_last)
-                                          if self.channels_last else x_t)
+            target = self.backbone_target(self.layout(x_t))
         agg, pred = self.forward_sequence(z, self.actions(batch))
         loss, terms = seqjepa_loss(pred, target)
         return StepOutput(loss, terms, list(z.unbind(1)), aggregate=agg)

@@ -11,6 +11,7 @@ sequences and per-object retrieval are plain indexing. Keys: ``rep/full``, ``rep
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -21,6 +22,7 @@ from ssl_eq.utils.io import save_torch_atomic
 
 REPRESENTATION_PARTS = ("full", "inv", "equi")
 EMBEDDING_PARTS = ("inv", "equi")
+_HASH_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -109,12 +111,25 @@ def arrange_object_major(flat: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+def file_digest(path: str | Path) -> str:
+    """sha256 hex digest of a file (the checkpoint identity of results written before `checkpoint_digest`)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_HASH_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
     """Features stored at `path` when their cache key equals `key`, else None."""
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return stored["features"] if stored.get("key") == key else None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged cache (killed write, full disk) is rebuilt, not fatal
+        print(f"warning: {path}: unreadable feature cache ({type(e).__name__}); extracting the features again")
+        return None
+    return stored["features"] if isinstance(stored, dict) and stored.get("key") == key else None
 
 
 def save_cached(path: Path, key: dict[str, Any], features: dict[str, Tensor]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import math
 import os
 import shutil
@@ -28,10 +29,14 @@ from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
 
+log = logging.getLogger(__name__)
+
 RENDER_CONFIG = "render_config.json"
 SKIPPED_DIR = "skipped"
 # options that change how, not what, is rendered: they may differ between runs of one dataset
 EXECUTION_KEYS = ("out", "device", "batch_size", "num_shards", "shard_index", "overwrite", "progress")
+# options added after datasets were rendered without them: left out of the identity while unset (such datasets resume)
+LATER_KEYS = ("up_axis",)
 # anti-aliasing when --supersample is not given: (largest image size, factor), first match; above: 1.
 # Thin parts are sub-pixel strokes at small sizes; see BENCHMARKS.md for the rendering cost.
 AUTO_SUPERSAMPLE = ((64, 2),)
@@ -43,6 +48,7 @@ class RenderConfig:
     source: str = "procedural"
     source_root: str | None = None
     object_list: str | None = None
+    up_axis: str | None = None             # mesh files' up axis (y | z); None: the source's default
     objects: int | None = 200
     views: int = 50
     size: int = 128
@@ -115,7 +121,8 @@ class RenderConfig:
 
     def identity(self) -> dict:
         """What defines the dataset's content (compared against an existing output folder)."""
-        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_KEYS}
+        return {k: v for k, v in asdict(self).items()
+                if k not in EXECUTION_KEYS and not (k in LATER_KEYS and v is None)}
 
 
 def resolve_shard_index(cfg: RenderConfig) -> None:
@@ -180,7 +187,7 @@ class RenderJob:
         cfg.validate()
         resolve_shard_index(cfg)
         self.cfg = cfg
-        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list,
+        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list, up_axis=cfg.up_axis,
                                   num_objects=cfg.objects if cfg.source == "procedural" else None, seed=cfg.seed)
         refs = self.source.objects()
         self.refs: list[ObjectRef] = select_objects(refs, cfg.objects) if cfg.objects is not None else refs
@@ -218,7 +225,7 @@ class RenderJob:
         out = _prepare_output(cfg)
         for i in self.my_shards():
             for problem in native.remove_damaged_shard(out, i):
-                print(f"re-rendering damaged {native.shard_name(i)}: {problem}", file=sys.stderr)
+                log.warning("re-rendering damaged %s: %s", native.shard_name(i), problem)
         todo = [i for i in self.my_shards() if not self._done(out, i)]
         device = resolve_device(cfg.device)
         renderer = SceneRenderer(cfg.settings(), device)
@@ -285,8 +292,8 @@ class RenderJob:
             kept = [r for r in self.refs if r.object_id in set(rendered)]
             empty = sorted(set(self.class_names) - {r.class_name for r in kept})
             if empty:
-                print(f"warning: {len(empty)} class(es) have no valid mesh and no rendered object: "
-                      f"{', '.join(empty)} (see 'skipped' in {out / native.MANIFEST_NAME})", file=sys.stderr)
+                log.warning("%d class(es) have no valid mesh and no rendered object: %s (see 'skipped' in %s)",
+                            len(empty), ", ".join(empty), out / native.MANIFEST_NAME)
             split = self._split(kept)
             cfg = self.cfg
             native.write_manifest(out, {

@@ -1,4 +1,4 @@
-"""The 3DIEBench scene (DESIGN.md §4) and its per-view latents.
+"""The 3DIEBench scene (docs/scene.md) and its per-view latents.
 
 Nothing here imports pytorch3d: the constants and the latent sampler are shared with the
 dataset and probe code.
@@ -109,7 +109,7 @@ def object_seed(seed: int, object_id: str) -> np.random.SeedSequence:
 
 def sample_latents(seed: int, object_id: str, views: int, variant: str = "3diebench",
                    spec: SceneSpec = SceneSpec()) -> np.ndarray:
-    """Latents of all views of one object -> float64 (views, D), D = 7 or 10 (DESIGN.md §4 layout)."""
+    """Latents of all views of one object -> float64 (views, D), D = 7 or 10 (docs/scene.md layout)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
     if views < 1:

@@ -1,4 +1,4 @@
-"""Published numbers (DESIGN.md §5), one table per source, clearly marked as from the papers.
+"""Published numbers (docs/reference_numbers.md), one table per source, clearly marked as from the papers.
 
 The two sources used different protocols (resolution, backbone, R² definition) and are never mixed in one
 table. Rows are plain tuples, one per published result, in the order of the source's `COLUMNS`.

@@ -1,4 +1,4 @@
-"""Capsule layers of EquiCaps (../shared/reference/equicaps.md §1): primary capsules and self-routing.
+"""Capsule layers of EquiCaps (docs/reference/equicaps.md §1): primary capsules and self-routing.
 
 Self-routing (Hahn et al., 2019) has no routing iterations: each input capsule i routes itself to the
 output capsules j with softmax_j(W2_i[j]·u_i + b2_ij) and votes W1_i[j]·u_i (a linear map of its

@@ -81,7 +81,7 @@ class MLPPredictor(nn.Module):
 class ActionEmbeddingPredictor(nn.Module):
     """seq-JEPA's EquiMod predictor: e(a) = BN(Linear(a)), then BN(Linear([e(a); z])) (B, Ee).
 
-    Linears without bias, BatchNorms without affine parameters (../shared/reference/equicaps.md §8).
+    Linears without bias, BatchNorms without affine parameters (docs/reference/equicaps.md §8).
     """
 
     def __init__(self, emb_dim: int, action_dim: int) -> None:
