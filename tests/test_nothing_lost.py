@@ -424,3 +424,32 @@ def test_6_sigkilled_run_resumes_bit_identical(tiny_data, tmp_path, capsys):
     assert resumed["global_step"] == whole["global_step"] == 9
     a, b = load_run(tmp_path / "whole").state_dict(), load_run(run).state_dict()
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_full_disk_during_probing_is_named_and_keeps_probe_json(probed_run, monkeypatch, capsys):
+    import errno
+
+    from ssl_eq.probes.tasks import PROBES
+    from ssl_eq.utils import io
+
+    def full(ctx, section):                              # a probe saving its head on a full disk
+        return io.save_torch_atomic({"w": 1}, ctx.out_dir / "rotation_head_equi.pt")
+
+    real_write = io.write_atomic
+
+    def no_space(path, write):
+        def half(p):
+            write(p)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, half)
+
+    def results():  # the probe's files (TensorBoard adds an event file per run)
+        return {k: v for k, v in _tree(probed_run / "probe").items() if not k.startswith("tb/")}
+
+    before = results()
+    monkeypatch.setitem(PROBES, "rotation", full)
+    monkeypatch.setattr(io, "write_atomic", no_space)
+    assert main(["probe", str(probed_run), "--epochs", "1", "--probes", "rotation"]) == 2
+    err = capsys.readouterr().err
+    assert "out of space writing rotation_head_equi.pt" in err and str(probed_run / "probe") in err
+    assert results() == before                                        # nothing partial, probe.json as it was
