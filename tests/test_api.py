@@ -81,7 +81,7 @@ def test_encoder_is_frozen_takes_uint8_or_unit_floats_and_refuses_bad_input(sie_
     assert not encoder.model.training and not any(p.requires_grad for p in encoder.model.parameters())
     assert encoder.method == "sie" and encoder.has_predictor and sum(encoder.dims.values()) == 2 * encoder.dims["full"]
     images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    as_uint8, as_float = encoder.embed(images), encoder.embed(images.float() / 255)
+    as_uint8, as_float = encoder.embed(images), encoder(images.float() / 255)  # calling it embeds
     for part in ("inv", "equi", "full"):
         torch.testing.assert_close(as_uint8[part], as_float[part])
         assert as_uint8[part].shape == (3, encoder.dims[part]) and not as_uint8[part].requires_grad
