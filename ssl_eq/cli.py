@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "ssl_eq.probes.commands",
     "ssl_eq.reports.commands",
     "ssl_eq.orbit.commands",
+    "ssl_eq.checkpoints.commands",
     "ssl_eq.demo",
 )
 
@@ -125,10 +126,26 @@ def describe_error(e: BaseException) -> str:
         return f"{where}{cause} ({advice}; --debug shows the traceback)"
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
+    if _is_yaml_error(e):
+        return _describe_yaml_error(e)
     if isinstance(e, USER_ERRORS):
         return str(e)
     return (f"unexpected {type(e).__name__}: {e} (re-run with --debug for the traceback; if the input was valid, "
             f"please report it)")
+
+
+def _is_yaml_error(e: BaseException) -> bool:
+    yaml = sys.modules.get("yaml")  # only loaded when a YAML file was read
+    return yaml is not None and isinstance(e, yaml.YAMLError)
+
+
+def _describe_yaml_error(e: BaseException) -> str:
+    """A YAML syntax error as `FILE, line L column C: problem (context)`, on one line."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is None:
+        return f"not valid YAML: {' '.join(str(e).split())}"
+    context = f" ({e.context})" if getattr(e, "context", None) else ""
+    return (f"{mark.name}, line {mark.line + 1} column {mark.column + 1}: not valid YAML: {e.problem}{context}; fix the file")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 render (procedural, small close-up images) -> pretrain each method (tiny conv net) -> probe -> report.
 Every step is the public CLI command a researcher would run at full scale, printed before it runs;
 re-running resumes (complete shards and finished runs are kept). Each method `m` of --methods trains with
-ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report.
+ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report. With --seeds N
+each method trains N times (seed=0..N-1, runs/<m>_s<k>); the report groups them (mean ± std over seeds).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=d["steps"],
                    help="pretraining steps of every method (default: each demo config's trainer.max_steps)")
     p.add_argument("--probe-epochs", type=int, default=d["probe_epochs"], help="epochs of each probe")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train each method this many times (seed=0..N-1); the report shows mean ± std over seeds")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_demo)
@@ -79,24 +82,33 @@ def render_argv(args: argparse.Namespace, data: Path) -> list[str]:
             "--rotation-range", f"{args.rotation_range:g}", "--device", args.device, "--objects-per-shard", "60"]
 
 
-def pretrain_argv(args: argparse.Namespace, method: str, data: Path, run_dir: Path) -> list[str]:
+def run_dirs(args: argparse.Namespace, method: str, out: Path) -> list[tuple[int, Path]]:
+    """(seed, run folder) of each training of `method`: runs/<method> for one seed, runs/<method>_s<k> for more."""
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds == 1:
+        return [(0, out / "runs" / method)]
+    return [(k, out / "runs" / f"{method}_s{k}") for k in range(args.seeds)]
+
+
+def pretrain_argv(args: argparse.Namespace, method: str, data: Path, run_dir: Path, seed: int = 0) -> list[str]:
     """The model sees the rendered size (data.image_size), whatever the demo config says; --steps, when given,
     replaces every config's trainer.max_steps."""
     argv = ["pretrain", f"experiment=demo_{method}", f"data.root={data}", f"run_dir={run_dir}",
-            f"data.image_size={args.size}"]
+            f"data.image_size={args.size}", f"seed={seed}"]
     return argv + ([f"trainer.max_steps={args.steps}"] if args.steps is not None else [])
 
 
 def run_demo(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
     out = Path(args.out)
+    plan = [(method, seed, run_dir) for method in methods for seed, run_dir in run_dirs(args, method, out)]
     data, report = out / "data", out / "report"
     start = time.time()
     _step(render_argv(args, data))
     runs = []
-    for method in methods:
-        run_dir = out / "runs" / method
-        _step(pretrain_argv(args, method, data, run_dir))
+    for method, seed, run_dir in plan:
+        _step(pretrain_argv(args, method, data, run_dir, seed))
         _step(["probe", str(run_dir), "--epochs", str(args.probe_epochs)])
         runs.append(str(run_dir))
     _step(["report", *runs, "--out", str(report), "--title", "ssl_eq demo (procedural objects, CPU)"])

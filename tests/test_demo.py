@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ssl_eq.cli import build_parser
-from ssl_eq.demo import DEFAULT_METHODS, demo_experiments, parse_methods, pretrain_argv, render_argv
+from ssl_eq.demo import DEFAULT_METHODS, demo_experiments, parse_methods, pretrain_argv, render_argv, run_dirs
 from ssl_eq.methods import compose_config
 from ssl_eq.methods.run import _fill_data_info
 
@@ -44,3 +44,15 @@ def test_steps_come_from_the_demo_config_unless_given(method):
 def test_every_method_with_a_demo_config_can_join():
     assert {"sie", "vicreg", "supervised", "seqjepa", "equicaps"} <= set(demo_experiments())
     assert parse_methods("sie,vicreg,supervised,seqjepa,equicaps")[-2:] == ["seqjepa", "equicaps"]
+
+
+def test_seeds_option_trains_each_method_once_per_seed():
+    args = build_parser().parse_args(["demo", "--methods", "sie", "--seeds", "2"])
+    plan = run_dirs(args, "sie", Path("out"))
+    assert plan == [(0, Path("out/runs/sie_s0")), (1, Path("out/runs/sie_s1"))]
+    cfgs = [compose_config(pretrain_argv(args, "sie", Path("d"), run, seed)[1:]) for seed, run in plan]
+    assert [c.seed for c in cfgs] == [0, 1] and cfgs[1].run_dir == "out/runs/sie_s1"
+    # one seed keeps the single run folder of earlier demos
+    assert run_dirs(build_parser().parse_args(["demo"]), "sie", Path("out")) == [(0, Path("out/runs/sie"))]
+    with pytest.raises(ValueError, match="--seeds must be >= 1"):
+        run_dirs(build_parser().parse_args(["demo", "--seeds", "0"]), "sie", Path("out"))

@@ -16,7 +16,7 @@ from ssl_eq.cli import main
 from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.geometry import euler_xyz_to_matrix, geodesic_angle
 from ssl_eq.orbit.frames import render_frames, select_orbit_objects
-from ssl_eq.orbit.latents import LATENT_ORBITS, orbit_latents, plan_orbit
+from ssl_eq.orbit.latents import LATENT_ORBITS, GridPlan, grid_latents, orbit_latents, plan_orbit
 from ssl_eq.orbit.measures import area_under_curve
 from ssl_eq.orbit.runner import measure_orbit
 from ssl_eq.renderers.job import RenderConfig, RenderJob
@@ -202,12 +202,14 @@ def test_orbit_command_writes_json_pngs_and_report(sie_run, tmp_path, capsys):
     shutil.copytree(sie_run, other, ignore=shutil.ignore_patterns("orbit"))
     out = tmp_path / "out"
     assert main(["orbit", str(sie_run), str(other), "--out", str(out), "--objects", "3", "--steps", "6",
-                 "--latent", "rot_z", "--device", "cpu"]) == 0
+                 "--latent", "rot_z", "--device", "cpu", "--html"]) == 0
     assert "area under each curve" in capsys.readouterr().out
     for run in (sie_run, other):
         data = json.loads((run / "orbit" / "orbit.json").read_text())
-        assert set(data["orbits"]) == {"rot_z/full"} and data["definitions"]["invariance"]
-        orbit = data["orbits"]["rot_z/full"]
+        assert set(data["orbits"]) == {"rot_z/full@dataset"} and data["definitions"]["invariance"]
+        orbit = data["orbits"]["rot_z/full@dataset"]
+        band = orbit["train_band"]  # the training width (±rotation_range) inside the full circle
+        assert orbit["source"] == "dataset" and band[0] == -band[1] and 0 < band[1] < 180
         assert len(orbit["parameter"]) == 6 and len(orbit["objects"]) == 3 and orbit["closed"]
         assert {"invariance", "equivariance", "hit1", "rank", "probe_equi", "probe_inv", "probe_full"} <= \
             set(orbit["curves"])
@@ -218,12 +220,64 @@ def test_orbit_command_writes_json_pngs_and_report(sie_run, tmp_path, capsys):
         assert all(0 <= e <= 180 for e in orbit["curves"]["probe_equi"]["mean"])
         assert np.array(orbit["pca"]["coords"]).shape == (3, 6, 2)
         assert all(_not_blank(run / "orbit" / p) for p in orbit["plots"])
+        assert Image.open(run / "orbit" / orbit["frames"]).size == (6 * 32, 3 * 32)  # objects x steps frames
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["rot_z_full_curves.png", "rot_z_full_pca.png", "rot_z_full_polar.png"]
+    assert pngs == [f"rot_z_full__dataset_{f}.png" for f in ("curves", "pca", "polar")]
+    assert "orbit-data" in (out / "orbit_explorer.html").read_text()
     assert all(_not_blank(out / p) for p in pngs)
     assert main(["report", str(sie_run), "--out", str(tmp_path / "report")]) == 0
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "## Orbit analysis" in md and "| sie | sie | rot_z/full |" in md and "sie__orbit_rot_z_full_polar.png" in md
+    assert "## Orbit analysis" in md and "| sie | sie | rot_z/full@dataset |" in md
+    assert "sie__orbit_rot_z_full__dataset_polar.png" in md
+
+
+def test_orbits_over_different_sources_coexist(sie_run, tmp_path):
+    """The same latent over the dataset's val objects and over another source: two entries, two sets of files,
+    two rows and titles in the report (an orbit over --source used to replace the in-distribution one)."""
+    run = tmp_path / "sie"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("orbit"))
+    args = ["--latent", "rot_z", "--steps", "4", "--objects", "2", "--device", "cpu"]
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o1"), *args]) == 0
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o2"), "--source", "procedural", *args]) == 0
+    orbits = json.loads((run / "orbit" / "orbit.json").read_text())["orbits"]
+    assert set(orbits) == {"rot_z/full@dataset", "rot_z/full@procedural"}
+    assert orbits["rot_z/full@procedural"]["source"] == "procedural"
+    assert orbits["rot_z/full@procedural"]["objects"] != orbits["rot_z/full@dataset"]["objects"]
+    for stem in ("rot_z_full__dataset", "rot_z_full__procedural"):
+        assert all((run / "orbit" / f"{stem}_{f}.png").is_file() for f in ("curves", "polar", "pca", "frames"))
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| sie | sie | rot_z/full@dataset |" in md and "| sie | sie | rot_z/full@procedural |" in md
+    assert "orbit rot_z/full@procedural (curves)" in md
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert '"rot_z/full@procedural"' in page and "orbit-explorer" in page  # both in the explorer's data
+
+
+def test_grid_latents_sweep_both_latents_row_major():
+    plan = GridPlan(plan_orbit("rot_z", "full", 4, SCENE), plan_orbit("spot_hue", "full", 3, SCENE))
+    view0 = np.arange(14, dtype=float).reshape(2, 7) / 10
+    lat = grid_latents(view0, (2, 6), plan)
+    assert lat.shape == (2, 12, 7) and plan.shape == (4, 3)
+    assert plan.reference_index == 2 * 3 + 1  # (Δ rot_z, Δ spot_hue) = (0, 0)
+    assert np.allclose(lat[:, plan.reference_index], view0)
+    assert np.allclose(lat[0, 3:6, 2] - view0[0, 2], plan.first.offsets[1])  # row 1: the second Δ rot_z
+    assert np.allclose(lat[0, 3:6, 6] - view0[0, 6], plan.second.offsets)   # along it, every Δ spot_hue
+    assert np.allclose(np.delete(lat, [2, 6], axis=2), np.delete(view0, [2, 6], axis=1)[:, None])
+
+
+def test_two_parameter_orbit_is_a_grid_with_heatmaps(sie_run, tmp_path):
+    run = tmp_path / "sie"
+    shutil.copytree(sie_run, run, ignore=shutil.ignore_patterns("orbit"))
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "--latent", "rot_z,spot_hue", "--steps", "3",
+                 "--objects", "2", "--device", "cpu", "--html"]) == 0
+    orbit = json.loads((run / "orbit" / "orbit.json").read_text())["orbits"]["rot_z,spot_hue/full@dataset"]
+    assert orbit["grid"]["shape"] == [3, 3] and orbit["grid"]["latents"] == ["rot_z", "spot_hue"]
+    assert np.array(orbit["curves"]["invariance"]["per_object"]).shape == (2, 9)
+    assert orbit["curves"]["invariance"]["mean"][orbit["reference_index"]] == 0
+    assert orbit["plots"] == ["rot_z+spot_hue_full__dataset_heatmap.png"]
+    assert _not_blank(run / "orbit" / orbit["plots"][0])
+    assert '"grid": {"latents": ["rot_z", "spot_hue"]' in (tmp_path / "o" / "orbit_explorer.html").read_text()
+    assert main(["orbit", str(run), "--out", str(tmp_path / "o"), "--latent", "rot_z,rot_z"]) == 2
 
 
 def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, capsys):
@@ -243,7 +297,7 @@ def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, 
     err = capsys.readouterr().err
     assert "has no latent 'trans_x'" in err and "variant 3diebench" in err
     # rot_y was still analysed, and merged into the run's orbit.json beside rot_x
-    assert set(json.loads((good / "orbit" / "orbit.json").read_text())["orbits"]) == {"rot_x/full", "rot_y/dataset"}
+    assert set(json.loads((good / "orbit" / "orbit.json").read_text())["orbits"]) == {"rot_x/full@dataset", "rot_y/dataset@dataset"}
 
     assert main(["orbit", str(good), "--steps", "1", "--out", str(tmp_path / "o")]) == 2
     assert "--steps must be an integer >= 2" in capsys.readouterr().err

@@ -34,6 +34,18 @@ def test_probe_a_tiny_sie_run(sie_run, capsys):
     assert report["probes"]["translation"]["status"] == "skipped"  # 3DIEBench has no translation latents
     assert report["config"]["probes"]["linear"]["epochs"] == 2
     assert all(report["definitions"][k] for k in report["metrics"])
+    # per-object sums (the report's bootstrap) reproduce every headline number of probe.json
+    from ssl_eq.reports.stats import bootstrap
+    probes, metrics = report["probes"], report["metrics"]
+    for probe, part, metric, key in (("linear", "inv", "top1", "linear/inv/top1"),
+                                     ("rotation", "equi", "r2_pooled", "rotation/equi/r2_pooled"),
+                                     ("rotation", "equi", "r2_uniform_varying", "rotation/equi/r2_uniform_varying"),
+                                     ("rotation", "equi", "r2_pooled_mean_baseline", "rotation/r2_pooled_mean_baseline"),
+                                     ("rotation", "equi", "geodesic_deg", "rotation/equi/geodesic_deg"),
+                                     ("predictor", "val", "hit@1", "predictor/val/hit@1")):
+        entry = probes[probe]["per_object"][part]
+        assert len(entry["objects"]) == report["dataset"]["objects"]["val"]
+        assert bootstrap([(entry, metric)], draws=1).value == pytest.approx(metrics[key], rel=1e-4, abs=1e-4), key
     assert list((run / "probe" / "tb").glob("events.out.tfevents*"))
     # a second pass reuses the cached features
     capsys.readouterr()

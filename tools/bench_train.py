@@ -64,8 +64,7 @@ def bench(method: str, mode: str, data_root: Path, args: argparse.Namespace, dev
     cfg.data.num_classes, cfg.data.latent_schema = info["num_classes"], info["latent_schema"]
     torch.manual_seed(0)
     model = build_method(OmegaConf.to_container(cfg, resolve=True)).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model.setup("fit")  # the layout `ssl-eq pretrain` uses: inputs and weights in trainer.channels_last's format
     model.total_steps = args.steps + args.warmup
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()

@@ -13,6 +13,17 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the option in its one-line error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _info(args: argparse.Namespace) -> int:
     from ssl_eq.datasets.native import dataset_info
 
@@ -29,6 +40,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"camera: {r['camera']} (distance {r['camera_distance']:g}, theta {r['camera_theta']:.4f}, "
               f"phi {r['camera_phi']:.4f}, fov {r['fov_degrees']:g} deg), supersample {r['supersample']}; "
               f"rotation: axes {r['rotation_axes']}, Euler angles in +-{r['rotation_range_degrees']:g} deg")
+        if r["up_axis"]:
+            print(f"source: {r['source']}, mesh up axis {r['up_axis']} (the scene is z-up)")
     print("classes: " + ", ".join(f"{k}: {v}" for k, v in info["classes"].items()))
     for name, rng in info["latent_ranges"].items():
         print(f"  {name:<11} " + ("-" if rng is None else f"[{rng[0]:+.4f}, {rng[1]:+.4f}]"))
@@ -97,8 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prev = sub.add_parser("preview", help="contact sheet PNG: rows objects, columns views, latent captions")
     prev.add_argument("dir", help="native dataset folder")
     prev.add_argument("--out", required=True, help="output PNG")
-    prev.add_argument("--objects", type=int, default=8, help="rows (one object per class first)")
-    prev.add_argument("--views", type=int, default=8, help="columns")
+    prev.add_argument("--objects", type=_positive_int, default=None,
+                      help="rows (default: one object per class, at least 8)")
+    prev.add_argument("--views", type=_positive_int, default=8, help="columns")
     prev.add_argument("--debug", action="store_true", help="show tracebacks")
     prev.set_defaults(func=_preview)
 

@@ -5,10 +5,11 @@ Each is a view *source* (see `ssl_eq.datasets.views`) with one view per object a
 sequence of an image is the image repeated (`RepeatedViewDataset`) and its views differ only by the
 on-device augmentation, whose recorded parameters are the actions (seq-JEPA's augmentations as actions).
 
-Layouts:
-- image_folder:  ROOT/<split>/<class>/<image>.{jpg,jpeg,png,bmp,webp}; splits "train" and "val"; images are
+Layouts (listing and parsing are torchvision's `find_classes` / `make_dataset` and `CIFAR100`):
+- image_folder:  ROOT/<split>/<class>/**/<image>.{jpg,jpeg,png,bmp,webp}; splits "train" and "val"; images are
   resized to `image_size` when read (classes: the sorted sub-folders of ROOT/train).
-- cifar100:      ROOT/cifar-100-python/{train,test,meta} (torchvision's pickles); split "val" is "test"; 32 px.
+- cifar100:      ROOT/cifar-100-python/{train,test,meta} (torchvision's pickles, read without its md5 check, so a
+  subset works); split "val" is "test"; 32 px.
 - tiny_imagenet: ROOT/wnids.txt, ROOT/train/<wnid>/images/*.JPEG, ROOT/val/images/*.JPEG with
   ROOT/val/val_annotations.txt (file, wnid, box); 64 px.
 """
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR100
+from torchvision.datasets.folder import find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image
 
 from ssl_eq.datasets.views import Index, ItemBatch
@@ -70,7 +73,11 @@ def _file_reader(files: list[Path], size: int) -> Callable[[np.ndarray], torch.T
     def read(objs: np.ndarray) -> torch.Tensor:
         out = torch.empty(len(objs), 3, size, size, dtype=torch.uint8)
         for row, i in enumerate(objs):  # decoding is per file: images differ in size
-            img = decode_image(str(files[i]), mode=ImageReadMode.RGB)
+            try:
+                img = decode_image(str(files[i]), mode=ImageReadMode.RGB)
+            except RuntimeError as e:
+                raise ValueError(f"{files[i]}: not a readable image ({str(e).splitlines()[0]}); delete or replace "
+                                 f"the file") from e
             if img.shape[-2:] != (size, size):
                 img = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True,
                                     align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
@@ -93,44 +100,81 @@ def image_folder(root: str | Path, image_size: int | None) -> ImageSource:
     root = _require(Path(root), "data.root (data.format=image_folder)")
     if not image_size:
         raise ValueError("data.image_size is required for data.format=image_folder (images are resized to it)")
-    classes = sorted(d.name for d in _require(root / "train", "image_folder train split").iterdir() if d.is_dir())
-    split_files = {}
-    for split in SPLITS:
-        if not (root / split).is_dir():
-            continue
-        split_files[split] = [(f, c) for c, name in enumerate(classes) if (root / split / name).is_dir()
-                              for f in sorted((root / split / name).iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
-    if not split_files["train"]:
-        raise ValueError(f"{root / 'train'}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders "
+    train = _require(root / "train", "image_folder train split")
+    try:
+        classes, class_to_idx = find_classes(train)
+    except FileNotFoundError:
+        classes, class_to_idx = [], {}
+    split_files = {split: [(Path(f), c) for f, c in make_dataset(root / split, class_to_idx, IMAGE_EXTENSIONS,
+                                                                  allow_empty=True)]
+                   for split in SPLITS if (root / split).is_dir() and classes}
+    if not split_files.get("train"):
+        raise ValueError(f"{train}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders "
                          f"<class>/<image>; found classes {classes}")
     return _from_files(root, int(image_size), classes, split_files)
 
 
+class _LocalCIFAR100(CIFAR100):
+    """torchvision's CIFAR-100 reader on the files as they are: no download, no md5 check (md5 None: subsets work;
+    a file that does not parse is named by `cifar100`)."""
+
+    train_list = [["train", None]]
+    test_list = [["test", None]]
+    meta = {**CIFAR100.meta, "md5": None}
+
+
 def cifar100(root: str | Path, image_size: int | None = None) -> ImageSource:
     base = _require(Path(root) / "cifar-100-python", "data.root (data.format=cifar100, torchvision layout)")
-
-    def load(name: str) -> dict[bytes, Any]:
-        with open(_require(base / name, "CIFAR-100 file"), "rb") as f:
-            return pickle.load(f, encoding="bytes")
-
-    parts = {split: load(name) for split, name in (("train", "train"), ("val", "test"))}
-    images = np.concatenate([p[b"data"] for p in parts.values()]).reshape(-1, 3, 32, 32)
-    labels = np.concatenate([np.asarray(p[b"fine_labels"]) for p in parts.values()])
-    n_train = len(parts["train"][b"fine_labels"])
+    for name in ("train", "test", "meta"):
+        _require(base / name, "CIFAR-100 file")
+    parts = {}
+    for split, train in (("train", True), ("val", False)):
+        try:
+            parts[split] = _LocalCIFAR100(str(root), train=train)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+            raise ValueError(f"{_bad_cifar_file(base)}: not a CIFAR-100 python pickle ({type(e).__name__}: {e}); "
+                             f"replace it with the file of cifar-100-python.tar.gz") from e
+    images = np.concatenate([p.data for p in parts.values()]).transpose(0, 3, 1, 2)  # (N, 32, 32, 3) -> NCHW
+    labels = np.concatenate([np.asarray(p.targets) for p in parts.values()])
+    n_train = len(parts["train"].targets)
     splits = {"train": np.arange(n_train), "val": np.arange(n_train, len(labels))}
-    names = [n.decode() for n in load("meta")[b"fine_label_names"]]
     data = torch.from_numpy(np.ascontiguousarray(images))
-    return ImageSource(Path(root), 32, names, labels, splits, lambda objs: data[torch.from_numpy(objs)])
+    return ImageSource(Path(root), 32, parts["train"].classes, labels, splits, lambda objs: data[torch.from_numpy(objs)])
+
+
+def _bad_cifar_file(base: Path) -> Path:
+    """The first of base/{train,test,meta} that is not a pickle of the keys torchvision reads (the folder if all are)."""
+    keys = {"train": ("data", "fine_labels"), "test": ("data", "fine_labels"), "meta": ("fine_label_names",)}
+    for name, need in keys.items():
+        try:
+            with open(base / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")  # as torchvision reads it
+            if not all(k in entry for k in need) or ("data" in need and np.asarray(entry["data"]).size
+                                                     != 3072 * len(entry["fine_labels"])):
+                return base / name
+        except Exception:  # noqa: BLE001 - any failure to read it names this file
+            return base / name
+    return base
 
 
 def tiny_imagenet(root: str | Path, image_size: int | None = None) -> ImageSource:
     root = _require(Path(root), "data.root (data.format=tiny_imagenet)")
-    wnids = _require(root / "wnids.txt", "TinyImageNet class list").read_text().split()
+    wnids_file = _require(root / "wnids.txt", "TinyImageNet class list")
+    wnids = wnids_file.read_text().split()
     index = {w: i for i, w in enumerate(wnids)}
     train = [(f, index[w]) for w in wnids for f in sorted((root / "train" / w / "images").glob("*.JPEG"))]
-    rows = [line.split("\t") for line in
-            _require(root / "val" / "val_annotations.txt", "TinyImageNet val labels").read_text().splitlines() if line]
-    val = [(root / "val" / "images" / r[0], index[r[1]]) for r in rows]
+    annotations = _require(root / "val" / "val_annotations.txt", "TinyImageNet val labels")
+    val = []
+    for number, line in enumerate(annotations.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2:
+            raise ValueError(f"{annotations} line {number}: expected tab-separated <file> <wnid> <box>, got {line!r}")
+        if fields[1] not in index:
+            raise ValueError(f"{annotations} line {number}: wnid {fields[1]!r} is not one of the {len(wnids)} in "
+                             f"{wnids_file}; add it there or drop the line")
+        val.append((root / "val" / "images" / fields[0], index[fields[1]]))
     if not train:
         raise ValueError(f"{root / 'train'}: no images at <wnid>/images/*.JPEG for the {len(wnids)} wnids")
     return _from_files(root, 64, wnids, {"train": train, "val": val})

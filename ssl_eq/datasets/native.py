@@ -536,4 +536,5 @@ def _render_summary(manifest: dict[str, Any]) -> dict[str, Any] | None:
             "fov_degrees": scene["fov_degrees"],
             "rotation_axes": scene.get("rotation_axes", "xyz"),
             "rotation_range_degrees": float(np.degrees(scene["rotation_range"])),
-            "supersample": settings["supersample"]}
+            "supersample": settings["supersample"], "source": (manifest.get("source") or {}).get("name"),
+            "up_axis": (manifest.get("source") or {}).get("up_axis")}

@@ -101,6 +101,23 @@ def read_latent(path: Path, dim: int) -> np.ndarray:
     return lat.astype(np.float64)
 
 
+def _layout(obj_dirs: Sequence[Path], channel_order: str) -> tuple[str, int]:
+    """(variant, image size) from view 0 of the first object in `obj_dirs` that reads; a damaged object is
+    skipped (the import lists it) and only a folder where none reads is refused, naming the first one's file."""
+    first_error: Exception | None = None
+    for d in obj_dirs:
+        try:
+            dim = np.load(latent_file(d, 0), allow_pickle=False).shape
+            if len(dim) != 1 or dim[0] not in VARIANT_BY_DIM:
+                raise ValueError(f"{latent_file(d, 0)}: expected a latent of shape (7,) (3diebench) or (10,) "
+                                 f"(3diebench-t), got shape {dim}")
+            return VARIANT_BY_DIM[dim[0]], read_image(image_file(d, 0), channel_order).shape[0]
+        except (OSError, ValueError, EOFError) as e:
+            first_error = first_error or e
+    assert first_error is not None
+    raise first_error
+
+
 class ThreeDIEBenchFolder:
     """Reads the original layout directly, one PIL open + one np.load per view like the reference loader.
 
@@ -145,13 +162,8 @@ class ThreeDIEBenchFolder:
         if self.views == 0:
             raise FileNotFoundError(f"no image_<k>.jpg files in {first} (first object of "
                                     f"{_split_files(self.root, SPLITS[0])[0].name})")
-        dim = np.load(latent_file(first, 0), allow_pickle=False).shape
-        if len(dim) != 1 or dim[0] not in VARIANT_BY_DIM:
-            raise ValueError(f"{latent_file(first, 0)}: expected a latent of shape (7,) (3diebench) or (10,) "
-                             f"(3diebench-t), got shape {dim}")
-        self.variant = VARIANT_BY_DIM[dim[0]]
+        self.variant, self.image_size = _layout(probe, channel_order)
         self.latent_schema = LATENT_SCHEMAS[self.variant]
-        self.image_size = read_image(image_file(first, 0), channel_order).shape[0]
 
     def __len__(self) -> int:
         return len(self.object_paths)

@@ -20,6 +20,8 @@ from lightly.utils.lars import LARS
 from lightly.utils.scheduler import CosineWarmupScheduler
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
+from torchmetrics import R2Score
+from torchmetrics.functional import r2_score
 
 from ssl_eq.augment import AugmentPipeline
 from ssl_eq.backbones import build_backbone
@@ -34,20 +36,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss became NaN / inf (the last checkpoint is left untouched)."""
-
-
-def r2_statistics(pred: Tensor, target: Tensor) -> Tensor:
-    """pred, target (N, K) -> (2K + 2,) [N, Σ target (K), Σ target² (K), Σ squared error], to add up over
-    batches and ranks before r2_from_statistics."""
-    t, p = target.float(), pred.float()
-    return torch.cat([t.new_tensor([t.shape[0]]), t.sum(0), t.pow(2).sum(0), (p - t).pow(2).sum()[None]])
-
-
-def r2_from_statistics(stats: Tensor) -> Tensor:
-    """(2K + 2,) from r2_statistics -> () R² = 1 - SS_res / Σ_k SS_tot,k (per-output means, sums pooled)."""
-    k = (stats.numel() - 2) // 2
-    n, s, s2 = stats[0], stats[1:1 + k], stats[1 + k:1 + 2 * k]
-    return 1 - stats[-1] / (s2 - s.pow(2) / n).sum().clamp_min(1e-12)
 
 
 @dataclass
@@ -78,7 +66,9 @@ class BaseMethod(pl.LightningModule):
         norm = self.cfg.augment.normalize
         self.register_buffer("mean", torch.tensor(list(norm.mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(norm.std)).view(1, 3, 1, 1), persistent=False)
-        self.channels_last = bool(self.cfg.trainer.get("channels_last", False))
+        # one memory layout for inputs and conv weights (a mismatch re-lays out the weights on every call)
+        self.memory_format = (torch.channels_last if self.cfg.trainer.get("channels_last", False)
+                              else torch.contiguous_format)
         self.build_heads()
         # online probes: classifier on inv (full when inv is empty), rotation regressor on equi (idem)
         num_classes = int(self.cfg.data.num_classes)
@@ -87,7 +77,8 @@ class BaseMethod(pl.LightningModule):
         self.total_steps = 1
         self._last_finite_loss: float | None = None
         self.validated_at_step: int | None = None      # global step of the last completed validation
-        self._val_rotation_stats: Tensor | None = None  # r2_statistics summed over the val epoch
+        # R² of the online rotation probe over the whole val split (all ranks): 1 − Σ SS_res / Σ_k SS_tot,k
+        self.val_rotation_r2 = R2Score(multioutput="variance_weighted")
 
     # ------------------------------------------------------------------ hooks for methods
     def build_heads(self) -> None:
@@ -141,7 +132,15 @@ class BaseMethod(pl.LightningModule):
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> float (B, 3, S, S): resized to image_size and normalised, on the images' device."""
         x = (self.augment.resize(images) - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.layout(x)
+
+    def layout(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) in the memory layout `trainer.channels_last` chose (the loader hands out channels-last)."""
+        return x.contiguous(memory_format=self.memory_format)
+
+    def setup(self, stage: str) -> None:
+        """Conv weights in the same layout as the inputs."""
+        self.to(memory_format=self.memory_format)
 
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """(B, 3, S, S) preprocessed -> {"full": (B, D), "inv": (B, Di), "equi": (B, De)}."""
@@ -173,9 +172,7 @@ class BaseMethod(pl.LightningModule):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> (N, D)."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self.backbone(self.layout(x))
 
     def encode_views(self, views: Tensor) -> list[Tensor]:
         """(B, V, 3, S, S) -> V tensors (B, D); each view is its own forward pass (its own BN statistics)."""
@@ -192,9 +189,6 @@ class BaseMethod(pl.LightningModule):
         self.log_dict(self.collapse_signals(out.reps))
         return out.loss + probe_loss
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_rotation_stats = None
-
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Loss terms and online probes on un-augmented val items, logged as epoch means val/...; the rotation
         R² is computed over the whole split in on_validation_epoch_end."""
@@ -202,19 +196,16 @@ class BaseMethod(pl.LightningModule):
         b, v = images.shape[:2]
         views = self.preprocess(images.flatten(0, 1)).unflatten(0, (b, v))
         out = self.step_loss(views, {**batch, "aug_action": views.new_zeros(b, v, self.aug_action_dim)})
-        _, logs, rot_stats = self.online_probes(out.reps, batch, out.aggregate)
+        _, logs, rotation = self.online_probes(out.reps, batch, out.aggregate)
         logs.pop("online/rotation_r2", None)
         if b > 1:  # batch statistics (variance, covariance) are undefined for one item
             logs.update({"loss": out.loss, **out.terms})
         self.log_dict({f"val/{k}": val for k, val in logs.items()}, sync_dist=True, batch_size=b)
-        if rot_stats is not None:
-            self._val_rotation_stats = rot_stats if self._val_rotation_stats is None \
-                else self._val_rotation_stats + rot_stats
+        if rotation is not None:  # a Metric: Lightning syncs its sums over ranks and computes it at epoch end
+            self.val_rotation_r2.update(*rotation)
+            self.log("val/online/rotation_r2", self.val_rotation_r2, batch_size=b)
 
     def on_validation_epoch_end(self) -> None:
-        if self._val_rotation_stats is not None:
-            stats = self.trainer.strategy.reduce(self._val_rotation_stats, reduce_op="sum")
-            self.log("val/online/rotation_r2", r2_from_statistics(stats))
         self.validated_at_step = self.global_step
 
     def check_finite(self, out: StepOutput) -> None:
@@ -235,12 +226,13 @@ class BaseMethod(pl.LightningModule):
 
         reps: per view (B, D); for sequence batches rel_rotation_quat is (B, M, 4) and its first action
         (view 0 -> 1) is the target. Features are detached, so no gradient reaches the encoder. Returns the probe
-        loss (), logs {"online/...": ()} and the rotation probe's r2_statistics (10,) (None without rotations).
+        loss (), logs {"online/...": ()} and the rotation probe's (prediction, target), each (B, 4) (None without
+        rotations); online/rotation_r2 is the batch's variance-weighted R² (absent for a batch of one).
         """
         parts = [self.split(r.detach()) for r in reps]
         loss = reps[0].new_zeros(())
         logs: dict[str, Tensor] = {}
-        rot_stats = None
+        rotation = None
         if "label" in batch:
             feats = aggregate.detach() if aggregate is not None else \
                 torch.cat([p["inv"] if self.inv_dim else p["full"] for p in parts])
@@ -255,9 +247,11 @@ class BaseMethod(pl.LightningModule):
             target = target[:, 0] if target.dim() == 3 else target
             rot_loss = F.mse_loss(pred, target)
             loss = loss + rot_loss
-            rot_stats = r2_statistics(pred.detach(), target)
-            logs.update({"online/rotation_mse": rot_loss.detach(), "online/rotation_r2": r2_from_statistics(rot_stats)})
-        return loss, logs, rot_stats
+            rotation = (pred.detach().float(), target.float())
+            logs["online/rotation_mse"] = rot_loss.detach()
+            if len(target) > 1:
+                logs["online/rotation_r2"] = r2_score(*rotation, multioutput="variance_weighted")
+        return loss, logs, rotation
 
     def collapse_signals(self, reps: list[Tensor]) -> dict[str, Tensor]:
         """Mean per-dimension std of the L2-normalised parts (0 = collapsed, ~1/sqrt(d) = spread out)."""

@@ -66,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ssl_eq.methods.base import NonFiniteLossError
     from ssl_eq.methods.run import compose_config, pretrain
+    from ssl_eq.utils.budget import check_train_batch
 
     cfg = compose_config(args.overrides)
+    if cfg.data.image_size:  # null: the dataset's own size, checked by the data module
+        check_train_batch(batch_size=int(cfg.data.batch_size), views=int(cfg.data.num_views or 2),
+                          image_size=int(cfg.data.image_size))
     if args.cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0

@@ -128,9 +128,7 @@ class EquiCaps(BaseMethod):
 
     def encode(self, x: Tensor) -> Tensor:
         """(N, 3, S, S) -> (N, C + K + K·n²) [pooled map | activations | poses]."""
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        fmap = self.backbone.forward_features(x)
+        fmap = self.backbone.forward_features(self.layout(x))
         act, pose = self.routing(*self.primary(fmap))
         return torch.cat([fmap.mean((2, 3)), act, pose.flatten(1)], 1)
 

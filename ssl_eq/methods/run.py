@@ -35,7 +35,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
 
-    overrides = list(overrides)
+    overrides = [quote_value(o) for o in overrides]
     for o in overrides:
         group, _, value = o.lstrip("+~").partition("=")
         if group in CONFIG_GROUPS and value and value not in group_options(group):
@@ -47,6 +47,16 @@ def compose_config(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
         raise ValueError(_explain_override_error(overrides, e)) from e
     check_config(cfg, _group_defaults(overrides))
     return cfg
+
+
+def quote_value(override: str) -> str:
+    """`key=value` with the value quoted when Hydra's grammar would reject it bare but it can only be a string:
+    a path holding '=' (`resume_from=RUN/checkpoints/step=40.ckpt`) or non-ASCII characters."""
+    key, sep, value = override.partition("=")
+    if not sep or not value or value[0] in "'\"[{" or (value.isascii() and "=" not in value):
+        return override
+    quote = "'" if "'" not in value else '"'
+    return f"{key}={quote}{value}{quote}"
 
 
 def _group_defaults(overrides: list[str]) -> DictConfig:
@@ -229,10 +239,16 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
                        drop_last=cfg.data.drop_last, quaternion_sign=cfg.data.quaternion_sign,
                        colour_targets=cfg.data.colour_targets)
     _fill_data_info(cfg, dm.info)
-    missing = sorted(set(method_cls.required_keys) - set(dm.train_set[0]))
+    # --- (libs, issue 24) the keys the method needs as configured (augself's method.target, equimod's
+    # method.action, ...), checked before anything is written; the options that chose them are named
+    missing = sorted(set(build_method(cfg).data_requirements["keys"]) - set(dm.train_set[0]))
     if missing:
+        options = [f"method.{k}={v}" for k, v in cfg.method.items() if isinstance(v, str) and k != "name"]
         raise ValueError(f"dataset {cfg.data.root} (variant {cfg.data.variant}, latents {cfg.data.latent_schema}) "
-                         f"lacks {missing}, needed by method {cfg.method.name!r}")
+                         f"lacks {missing}, needed by method {cfg.method.name!r} with "
+                         f"{', '.join(options) or 'its defaults'}; choose an option the data can serve (e.g. an "
+                         f"augmentation target) or a dataset with these latents")
+    # --- (libs) end
     n_train = len(dm.train_set)
     if n_train // world < dm.batch_size:  # each rank drops its incomplete last batch: no step at all
         raise ValueError(f"split {cfg.data.train_split!r} of {cfg.data.root} has {n_train} items, fewer than one "

@@ -208,8 +208,7 @@ class SeqJEPA(BaseMethod):
         z = self.encode(views[:, :m].flatten(0, 1)).unflatten(0, (b, m))  # one pass over the B*M observed views
         with torch.no_grad():
             x_t = views[:, m]
-            target = self.backbone_target(x_t.contiguous(memory_format=torch.channels_last)
-                                          if self.channels_last else x_t)
+            target = self.backbone_target(self.layout(x_t))
         agg, pred = self.forward_sequence(z, self.actions(batch))
         loss, terms = seqjepa_loss(pred, target)
         return StepOutput(loss, terms, list(z.unbind(1)), aggregate=agg)

@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
     p.add_argument("--out", required=True, help="folder for the figures comparing the runs")
     p.add_argument("--latent", action="append", default=None,
-                   help=f"latent to sweep (repeat or comma-separate; default: every latent of each run's dataset): "
-                        f"{', '.join(LATENT_ORBITS)}")
+                   help=f"latent to sweep (repeat for several orbits; default: every latent of each run's dataset); "
+                        f"two comma-separated latents (e.g. rot_z,spot_hue) sweep a --steps x --steps grid, shown "
+                        f"as heatmaps: {', '.join(LATENT_ORBITS)}")
     p.add_argument("--range", default="full", choices=RANGES,
                    help="full: the whole circle for angles and hues (extrapolation); dataset: the training range")
     p.add_argument("--steps", type=int, default=24, help="frames along each orbit (>= 2)")
@@ -30,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/orbit_explorer.html: an interactive, self-contained explorer (slider over Δ, "
+                        "frames, per-object curves, runs overlaid)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_run)
 
@@ -37,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from ssl_eq.orbit.runner import OrbitOptions, analyse
 
-    latents = [n.strip() for item in args.latent for n in item.split(",") if n.strip()] if args.latent else None
+    latents = [",".join(n.strip() for n in item.split(",")) for item in args.latent] if args.latent else None
     opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
                         source=args.source, source_root=args.source_root, device=args.device,
-                        batch_size=args.batch_size)
+                        batch_size=args.batch_size, html=args.html)
     return analyse(args.run_dirs, args.out, opts, debug=args.debug)

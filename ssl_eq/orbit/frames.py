@@ -62,6 +62,7 @@ def select_orbit_objects(manifest: dict[str, Any], dataset: Path, num_objects: i
                              "(and --source-root) to render other objects in the same scene")
         try:
             src = make_source(name, root=cfg.get("source_root"), object_list=cfg.get("object_list"),
+                              up_axis=cfg.get("up_axis"),
                               num_objects=cfg.get("objects") if name == "procedural" else None, seed=cfg["seed"])
         except (FileNotFoundError, NotADirectoryError, ValueError) as e:
             raise FileNotFoundError(f"{dataset}: the dataset's {name} source is not available here ({e}); pass "

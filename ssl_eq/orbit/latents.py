@@ -100,3 +100,37 @@ def orbit_latents(view0: np.ndarray, column: int, offsets: np.ndarray) -> np.nda
     out = np.repeat(np.asarray(view0, np.float64)[:, None, :], len(offsets), axis=1)
     out[:, :, column] += offsets[None, :]
     return out
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """A two-parameter orbit: every pair (Δ₁, Δ₂) of two one-parameter plans, row-major (the first latent varies
+    slowest), S = S₁·S₂ frames; the reference frame is both plans' reference."""
+
+    first: OrbitPlan
+    second: OrbitPlan
+
+    @property
+    def latent(self) -> str:
+        return f"{self.first.latent},{self.second.latent}"
+
+    @property
+    def range(self) -> str:
+        return self.first.range
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.first.offsets), len(self.second.offsets)
+
+    @property
+    def reference_index(self) -> int:
+        return self.first.reference_index * self.shape[1] + self.second.reference_index
+
+
+def grid_latents(view0: np.ndarray, columns: tuple[int, int], plan: GridPlan) -> np.ndarray:
+    """view0 (N, D) float64 latents, the two swept columns -> (N, S₁·S₂, D), row-major over (Δ₁, Δ₂)."""
+    s1, s2 = plan.shape
+    out = np.repeat(np.asarray(view0, np.float64)[:, None, :], s1 * s2, axis=1)
+    out[:, :, columns[0]] += np.repeat(plan.first.offsets, s2)[None, :]
+    out[:, :, columns[1]] += np.tile(plan.second.offsets, s1)[None, :]
+    return out

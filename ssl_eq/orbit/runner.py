@@ -1,9 +1,12 @@
 """`ssl-eq orbit`: render orbits of one latent, encode them with each run, measure, plot, write RUN/orbit/.
 
-Per run: RUN/orbit/orbit.json (docs/architecture.md "Orbit analysis") and RUN/orbit/<latent>_<range>_{curves,
-polar,pca}.png; across runs: OUT/<latent>_<range>_{curves,polar,pca}.png. Runs sharing a dataset share the
-renders. A run that cannot be analysed (no dataset, source gone, latent absent) is reported and skipped; the
-others are still analysed.
+An orbit is keyed "<latent>/<range>@<source>" (source: "dataset", the run's own val objects, or the --source
+rendered in the dataset's scene), so orbits over different sources coexist. Per run: RUN/orbit/orbit.json
+(docs/architecture.md "Orbit analysis"), RUN/orbit/<stem>_{curves,polar,pca}.png and <stem>_frames.png (the
+rendered frames, objects × steps, for the explorer), <stem> = the key with "/" and "@" as "_" / "__"; across
+runs: OUT/<stem>_{curves,polar,pca}.png, with `html` OUT/orbit_explorer.html. Figures of one orbit share their
+y scales across runs. Runs sharing a dataset share the renders. A run that cannot be analysed (no dataset,
+source gone, latent absent) is reported and skipped; the others are still analysed.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ from torch import Tensor
 from ssl_eq.orbit import measures as M
 from ssl_eq.orbit import plots
 from ssl_eq.orbit.frames import OrbitObjects, render_frames, select_orbit_objects
-from ssl_eq.orbit.latents import LATENT_ORBITS, OrbitPlan, check_latent, check_range_steps, orbit_latents, plan_orbit
+from ssl_eq.orbit.latents import (LATENT_ORBITS, GridPlan, OrbitPlan, check_latent, check_range_steps, grid_latents,
+                                  orbit_latents, plan_orbit)
+from ssl_eq.utils.budget import check_orbit
+from ssl_eq.utils.device import resolve_device
 from ssl_eq.utils.io import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -34,11 +40,20 @@ ORBIT_JSON = "orbit.json"
 PROBE_HEADS = "probe/rotation_head_*.pt"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 FIGURES = ("curves", "polar", "pca")
+GRID_FIGURES = ("heatmap",)       # two-parameter orbits
+FRAMES = "frames"                 # <stem>_frames.png: the rendered frames, one row per object
+DATASET_SOURCE = "dataset"
+EXPLORER = "orbit_explorer.html"
+
+
+def orbit_stem(key: str) -> str:
+    """File-name stem of an orbit key: "rot_z/full@dataset" -> "rot_z_full__dataset" (a grid's "a,b" -> "a+b")."""
+    return key.replace("@", "__").replace("/", "_").replace(",", "+")
 
 
 @dataclass
 class OrbitOptions:
-    latents: list[str] | None = None        # None: every latent of each run's dataset schema
+    latents: list[str] | None = None        # None: every latent of each run's dataset schema; "a,b": a 2-D grid
     range: str = "full"
     steps: int = 24
     objects: int = 8
@@ -46,20 +61,29 @@ class OrbitOptions:
     source_root: str | None = None
     device: str = "auto"
     batch_size: int = 128
+    html: bool = False                      # also write OUT/orbit_explorer.html
+
+    @property
+    def source_tag(self) -> str:
+        """The source part of an orbit key: "dataset", or the --source name (with its root folder's name)."""
+        if self.source is None:
+            return DATASET_SOURCE
+        return self.source + (f"-{Path(self.source_root).name}" if self.source_root else "")
 
     def validate(self) -> None:
-        for name in self.latents or []:
-            check_latent(name)
+        for spec in self.latents or []:
+            names = spec.split(",")
+            if len(names) > 2 or len(set(names)) != len(names):
+                raise ValueError(f"--latent {spec!r}: one latent, or two distinct ones separated by a comma for a "
+                                 "two-parameter (grid) orbit")
+            for name in names:
+                check_latent(name)
         check_range_steps(self.range, self.steps)
         if self.objects < 2:
             raise ValueError(f"--objects must be >= 2 (invariance is normalised by distances between objects), "
                              f"got {self.objects}")
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-
-
-def resolve_device(device: str) -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
 def encode(model: Any, frames: Tensor, device: str, batch_size: int) -> dict[str, Tensor]:
@@ -151,9 +175,18 @@ def measure_orbit(model: Any, frames: Tensor, latents: np.ndarray, plan: OrbitPl
     return curves, M.pca_2d(feats[f"rep/{part}"]), part, scale, notes
 
 
+def train_band(plan: OrbitPlan, scene: dict[str, Any]) -> list[float] | None:
+    """[lo, hi] of Δ (display units) inside the latent's training width, centred on view 0; None if the orbit
+    stays inside it."""
+    half = LATENT_ORBITS[plan.latent].train_width(scene) / 2
+    if -half <= plan.offsets.min() and plan.offsets.max() <= half:
+        return None
+    return [-half * plan.scale, half * plan.scale]
+
+
 def orbit_record(plan: OrbitPlan, objects: OrbitObjects, kept: list[int], latents: np.ndarray,
                  curves: dict[str, Tensor], pca: Tensor, pca_part: str, scale: float | None,
-                 notes: list[str]) -> dict[str, Any]:
+                 notes: list[str], source: str = DATASET_SOURCE, scene: dict[str, Any] | None = None) -> dict[str, Any]:
     """The orbit.json entry of one run and one orbit (docs/architecture.md "Orbit analysis")."""
     out_curves, auc = {}, {}
     for name, values in curves.items():
@@ -162,12 +195,38 @@ def orbit_record(plan: OrbitPlan, objects: OrbitObjects, kept: list[int], latent
         auc[name] = M.area_under_curve(np.asarray(out_curves[name]["mean"]), plan.offsets, plan.closed,
                                        plan.polar_period)
     return {
-        "latent": plan.latent, "range": plan.range, "steps": len(plan.offsets), "parameter": plan.offsets.tolist(),
+        "latent": plan.latent, "range": plan.range, "source": source, "source_describe": objects.describe,
+        "scene": scene, "train_band": train_band(plan, scene) if scene else None,
+        "steps": len(plan.offsets), "parameter": plan.offsets.tolist(),
         "unit": plan.unit, "scale": plan.scale, "closed": plan.closed, "polar_period": plan.polar_period,
         "reference_index": plan.reference_index, "objects": [objects.refs[i].object_id for i in kept],
         "view0_latents": latents[:, plan.reference_index].tolist(), "inter_object_distance": scale,
         "curves": out_curves, "auc": auc, "pca": {"part": pca_part, "coords": pca.tolist()},
         "notes": objects.notes + notes,
+    }
+
+
+def grid_record(plan: GridPlan, objects: OrbitObjects, kept: list[int], latents: np.ndarray,
+                curves: dict[str, Tensor], pca: Tensor, pca_part: str, scale: float | None, notes: list[str],
+                source: str = DATASET_SOURCE, scene: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The orbit.json entry of a two-parameter orbit: curves over the S₁·S₂ grid frames (row-major, `grid`
+    gives both latents' offsets), "parameter" the flat frame index; auc: the mean over the grid."""
+    out_curves = {name: {**M.summarise(v.double().numpy()), "per_object": v.double().numpy().tolist()}
+                  for name, v in curves.items()}
+    first, second = plan.first, plan.second
+    return {
+        "latent": plan.latent, "range": plan.range, "source": source, "source_describe": objects.describe,
+        "scene": scene, "train_band": None, "steps": plan.shape[0] * plan.shape[1],
+        "parameter": list(range(plan.shape[0] * plan.shape[1])), "unit": "grid frame", "scale": 1.0,
+        "closed": False, "polar_period": float(plan.shape[0] * plan.shape[1]),
+        "reference_index": plan.reference_index,
+        "grid": {"latents": [first.latent, second.latent], "shape": list(plan.shape),
+                 "parameters": [(p.offsets * p.scale).tolist() for p in (first, second)],
+                 "units": [first.unit, second.unit], "reference": [first.reference_index, second.reference_index]},
+        "objects": [objects.refs[i].object_id for i in kept], "view0_latents": latents[:, plan.reference_index].tolist(),
+        "inter_object_distance": scale, "curves": out_curves,
+        "auc": {name: float(np.nanmean(c["mean"])) for name, c in out_curves.items()},
+        "pca": {"part": pca_part, "coords": pca.tolist()}, "notes": objects.notes + notes,
     }
 
 
@@ -201,7 +260,8 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
         try:
             old = read_json(path, "orbit.json")
             if old.get("checkpoint_sha256") == header["checkpoint_sha256"]:
-                orbits = old.get("orbits", {})
+                # entries keyed before the source was part of the key ("<latent>/<range>") are replaced
+                orbits = {k: v for k, v in old.get("orbits", {}).items() if "@" in k}
         except ValueError:
             pass  # unreadable: replaced
     orbits.update(records)
@@ -232,12 +292,13 @@ class OrbitAnalysis:
     def __init__(self, opts: OrbitOptions) -> None:
         opts.validate()
         self.opts = opts
-        self.device = resolve_device(opts.device)
+        self.device = str(resolve_device(opts.device))  # a missing GPU is refused before any run
         self._objects: dict[tuple, OrbitObjects] = {}
         self._frames: dict[tuple, tuple[Tensor, list[int], np.ndarray]] = {}
         self.results: dict[str, dict[str, dict[str, Any]]] = {}   # "<latent>/<range>" -> run name -> record
         self.strips: dict[str, np.ndarray] = {}                   # "<latent>/<range>" -> (S, H, W, 3) of object 0
         self.folders: dict[str, Path] = {}                        # run name -> RUN/orbit
+        self.sheets: dict[str, np.ndarray] = {}                   # key -> (N, S, H, W, 3) frames
 
     def objects_for(self, dataset: Path, manifest: dict[str, Any]) -> OrbitObjects:
         o = self.opts
@@ -246,10 +307,14 @@ class OrbitAnalysis:
             self._objects[key] = select_orbit_objects(manifest, dataset, o.objects, o.source, o.source_root)
         return self._objects[key]
 
-    def frames_for(self, objects: OrbitObjects, plan: OrbitPlan) -> tuple[Tensor, list[int], np.ndarray]:
-        key = (objects.key, plan.latent, plan.range, len(plan.offsets))
+    def frames_for(self, objects: OrbitObjects, plan: OrbitPlan | GridPlan) -> tuple[Tensor, list[int], np.ndarray]:
+        key = (objects.key, plan.latent, plan.range, self.opts.steps)
         if key not in self._frames:
-            latents = orbit_latents(objects.view0, objects.latent_schema.index(plan.latent), plan.offsets)
+            if isinstance(plan, GridPlan):
+                columns = tuple(objects.latent_schema.index(p.latent) for p in (plan.first, plan.second))
+                latents = grid_latents(objects.view0, columns, plan)
+            else:
+                latents = orbit_latents(objects.view0, objects.latent_schema.index(plan.latent), plan.offsets)
             frames, kept = render_frames(objects, latents, self.device, self.opts.batch_size)
             self._frames[key] = (frames, kept, latents[kept])
         return self._frames[key]
@@ -265,14 +330,16 @@ class OrbitAnalysis:
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
         dataset, manifest = _dataset_of(run_dir)
         objects = self.objects_for(dataset, manifest)
+        check_orbit(objects=len(objects.refs), steps=self.opts.steps, image_size=objects.settings.image_size)
         schema = list(manifest["latent_schema"])
         errors = []
         wanted = self.opts.latents or orbit_latents_of(schema)
         todo = []
         for latent in wanted:
-            if latent not in schema:
+            missing = [n for n in latent.split(",") if n not in schema]
+            if missing:
                 errors.append(f"{run_dir}: its dataset {dataset} (variant {manifest['variant']}) has no latent "
-                              f"{latent!r}; its latents are {schema}")
+                              f"{missing[0]!r}; its latents are {schema}")
             else:
                 todo.append(latent)
         if not todo:
@@ -284,18 +351,25 @@ class OrbitAnalysis:
         records = {}
         scene = objects.settings.scene.to_dict()
         for latent in todo:
-            plan = plan_orbit(latent, self.opts.range, self.opts.steps, scene)
+            plans = [plan_orbit(n, self.opts.range, self.opts.steps, scene) for n in latent.split(",")]
+            plan = plans[0] if len(plans) == 1 else GridPlan(*plans)
             frames, kept, latents = self.frames_for(objects, plan)
             curves, pca, part, scale, notes = measure_orbit(model, frames, latents, plan, heads, self.device,
                                                             self.opts.batch_size)
-            record = orbit_record(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes)
-            key = f"{latent}/{plan.range}"
-            log.info("  %s: %d objects x %d frames", key, len(kept), len(plan.offsets))
+            make = orbit_record if isinstance(plan, OrbitPlan) else grid_record
+            record = make(plan, objects, kept, latents, curves, pca, part, scale, head_notes + notes,
+                          self.opts.source_tag, scene)
+            key = f"{latent}/{plan.range}@{self.opts.source_tag}"
+            log.info("  %s: %d objects x %d frames", key, len(kept), record["steps"])
             record = _finite(record)
-            record["plots"] = self._plot({name: record}, frames[0].numpy(), run_dir / ORBIT_DIR, f"{name}: {key}", key)
+            stem = orbit_stem(key)
+            # drawn by `finish`, with shared y scales
+            record["plots"] = [f"{stem}_{f}.png" for f in (FIGURES if isinstance(plan, OrbitPlan) else GRID_FIGURES)]
+            record["frames"] = plots.frames_sheet(frames.numpy(), run_dir / ORBIT_DIR / f"{stem}_{FRAMES}.png").name
             records[key] = record
             self.results.setdefault(key, {})[name] = record
             self.strips.setdefault(key, frames[0].numpy())
+            self.sheets.setdefault(key, frames.numpy())
         write_orbit_json(run_dir, {
             "run": str(run_dir), "method": type(model).__name__, "checkpoint_sha256": digest,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -308,27 +382,36 @@ class OrbitAnalysis:
         self.folders[name] = run_dir / ORBIT_DIR
         return name
 
-    def _plot(self, results: dict[str, dict[str, Any]], strip: np.ndarray, folder: Path, title: str,
-              key: str) -> list[str]:
-        stem = key.replace("/", "_")
+    def _plot(self, results: dict[str, dict[str, Any]], strip: np.ndarray | None, folder: Path, title: str,
+              key: str, limits: dict[str, tuple[float, float]]) -> list[str]:
+        stem = orbit_stem(key)
         results = {k: _nan(v) for k, v in results.items()}
-        paths = [plots.curves_figure(results, strip, folder / f"{stem}_curves.png", title),
+        if next(iter(results.values())).get("grid"):
+            return [plots.grid_figure(results, folder / f"{stem}_heatmap.png", title, limits).name]
+        paths = [plots.curves_figure(results, strip, folder / f"{stem}_curves.png", title, limits),
                  plots.polar_figure(results, folder / f"{stem}_polar.png", title),
                  plots.pca_figure(results, folder / f"{stem}_pca.png", title)]
         return [p.name for p in paths]
 
-    def compare(self, out: Path) -> list[Path]:
-        """Figures over all analysed runs, one set per orbit, in `out`."""
+    def finish(self, out: Path) -> list[Path]:
+        """Each run's figures (y scales shared across the runs of one orbit), then the figures over all runs
+        of each orbit in `out` (and the explorer with `html`) -> paths written in `out`."""
         written = []
+        out.mkdir(parents=True, exist_ok=True)
         for key, results in self.results.items():
+            limits = plots.shared_limits({k: _nan(v) for k, v in results.items()})
+            title = f"{key.split('@')[0]} over {results[next(iter(results))]['source']} objects"
+            for name, record in results.items():
+                self._plot({name: record}, self.strips[key], self.folders[name], f"{name}: {title}", key, limits)
             if len(results) == 1:  # the run's own figures
                 (name, record), = results.items()
-                out.mkdir(parents=True, exist_ok=True)
-                for png in record["plots"]:
-                    written.append(Path(shutil.copyfile(self.folders[name] / png, out / png)))
-                continue
-            names = self._plot(results, self.strips[key], out, f"{key}: {', '.join(results)}", key)
-            written += [out / n for n in names]
+                written += [Path(shutil.copyfile(self.folders[name] / png, out / png)) for png in record["plots"]]
+            else:
+                names = self._plot(results, self.strips[key], out, f"{', '.join(results)}: {title}", key, limits)
+                written += [out / n for n in names]
+        if self.opts.html:
+            from ssl_eq.orbit.explorer import write_explorer
+            written.append(write_explorer(self.results, self.sheets, out / EXPLORER))
         return written
 
 
@@ -363,7 +446,7 @@ def analyse(run_dirs: list[str], out: str | Path, opts: OrbitOptions, debug: boo
             failures.append(f"{run_dir}: {e}" if isinstance(e, (ValueError, OSError, KeyError))
                             else f"{run_dir}: {type(e).__name__}: {e}")
     out = Path(out)
-    written = analysis.compare(out) if analysis.results else []
+    written = analysis.finish(out) if analysis.results else []
     if analysis.results:
         header, rows = auc_rows(analysis.results)
         print("area under each curve (mean over the orbit):")

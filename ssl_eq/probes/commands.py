@@ -11,14 +11,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
                     "of a protocol (ssl_eq/configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
-                    "scalars and PNGs.")
+                    "scalars and PNGs. After training a run on, re-run this command: `ssl-eq report` marks probe results "
+                    "computed on an older checkpoint as stale.")
     p.add_argument("run_dir", help="run folder with config.yaml and checkpoints/last.ckpt")
     p.add_argument("--data", help="dataset folder (default: the one named in RUN_DIR/config.yaml)")
     p.add_argument("--probes", default="all",
                    help="'all' or a comma-separated list of: linear, rotation, view_rotation, colour, translation, "
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
-    p.add_argument("--device", default="cpu", help="torch device for extraction and probe heads (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto: device for extraction and probe heads")
     p.add_argument("--protocol", help=f"probe protocol preset in ssl_eq/configs/probe/, one of {protocols()}: "
                                       "default (fresh pairs, held-out epoch selection) or sie_reference (the SIE / "
                                       "EquiCaps papers' protocol); default: default")
@@ -29,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ssl_eq.probes.runner import format_summary, run_probes
+    from ssl_eq.utils.device import resolve_device
 
-    report = run_probes(args.run_dir, data=args.data, probes=args.probes, epochs=args.epochs, device=args.device,
+    device = str(resolve_device(args.device))  # a missing GPU is refused before any work
+    report = run_probes(args.run_dir, data=args.data, probes=args.probes, epochs=args.epochs, device=device,
                         config=args.config, protocol=args.protocol)
     print(format_summary(report))
     return 0

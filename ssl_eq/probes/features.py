@@ -124,8 +124,12 @@ def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
     """Features stored at `path` when their cache key equals `key`, else None."""
     if not path.is_file():
         return None
-    stored = torch.load(path, map_location="cpu", weights_only=True)
-    return stored["features"] if stored.get("key") == key else None
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged cache (killed write, full disk) is rebuilt, not fatal
+        print(f"warning: {path}: unreadable feature cache ({type(e).__name__}); extracting the features again")
+        return None
+    return stored["features"] if isinstance(stored, dict) and stored.get("key") == key else None
 
 
 def save_cached(path: Path, key: dict[str, Any], features: dict[str, Tensor]) -> None:

@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
 from ssl_eq.geometry import canonical_quaternion
 
@@ -50,6 +51,8 @@ DEFINITIONS: dict[str, str] = {
 def r2_pooled(pred: Tensor, target: Tensor) -> Tensor:
     """Pooled R²: 1 − SS_res / SS_tot, SS_tot around the single grand mean of `target`.
 
+    Hand-written: no library has the grand-mean R² (torchmetrics' variance_weighted centres each output on its mean).
+
     pred, target: (N, K) -> scalar. SS_res = Σᵢⱼ (yᵢⱼ − ŷᵢⱼ)², SS_tot = Σᵢⱼ (yᵢⱼ − ȳ)², ȳ = mean over all i, j.
     """
     ss_res = ((target - pred) ** 2).sum()
@@ -62,6 +65,8 @@ def r2_uniform(pred: Tensor, target: Tensor) -> Tensor:
 
     pred, target: (N, K) or (N,) -> scalar. Mean over outputs j of 1 − Σᵢ(yᵢⱼ−ŷᵢⱼ)² / Σᵢ(yᵢⱼ−ȳⱼ)².
     As in scikit-learn, an output with zero variance scores 1 if predicted exactly, else 0.
+    Hand-written: torchmetrics' r2_score calls an output exact when Σ(y−ŷ)² < 1e-4 (absolute), which scores a
+    constant quaternion component predicted within 1e-3 as 1 instead of 0 (tests/test_library_equivalence.py).
     """
     if target.ndim == 1:
         pred, target = pred[:, None], target[:, None]
@@ -90,6 +95,8 @@ def geodesic_error_deg(pred_quat: Tensor, true_quat: Tensor) -> Tensor:
 
     θ = 2·acos(|⟨q̂/‖q̂‖, q/‖q‖⟩|) (q and −q are the same rotation), evaluated in the well-conditioned form
     θ = 4·atan2(‖q̂ − q‖, ‖q̂ + q‖) with q's sign aligned to q̂, in float64, so the identity gives exactly 0.
+    Hand-written: the library forms (acos of a dot product or trace) resolve only ~sqrt(eps) near 0 (7e-4 rad in
+    float32); the atan2 form is exact there.
     """
     a = canonical_quaternion(pred_quat.double())
     b = canonical_quaternion(true_quat.double())
@@ -100,26 +107,28 @@ def geodesic_error_deg(pred_quat: Tensor, true_quat: Tensor) -> Tensor:
 
 def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> Tensor:
     """Percentage of rows of (N, C) `logits` whose (N,) label is among the k largest logits -> scalar."""
-    k = min(k, logits.shape[1])
-    hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(1)
-    return hits.float().mean() * 100.0
+    num_classes = logits.shape[1]
+    return multiclass_accuracy(logits, labels, num_classes, average="micro", top_k=min(k, num_classes)) * 100.0
 
 
 def confusion_matrix(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """(N,) predicted and true class indices -> (C, C) counts, rows = true class, columns = predicted."""
-    flat = labels.long() * num_classes + pred.long()
-    return torch.bincount(flat, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return multiclass_confusion_matrix(pred, labels, num_classes)
 
 
-def per_class_accuracy(confusion: Tensor) -> Tensor:
-    """(C, C) confusion counts -> (C,) accuracy (%) per true class (NaN for classes absent from the data)."""
-    totals = confusion.sum(1).float()
-    return torch.where(totals > 0, confusion.diagonal().float() / totals.clamp_min(1) * 100.0,
-                       torch.full_like(totals, math.nan))
+def per_class_accuracy(pred: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(N,) predicted and true class indices -> (C,) accuracy (%) per true class (NaN for classes absent from the
+    data, where torchmetrics reports 0)."""
+    acc = multiclass_accuracy(pred, labels, num_classes, average="none") * 100.0
+    present = torch.bincount(labels.long(), minlength=num_classes) > 0
+    return torch.where(present, acc, torch.full_like(acc, math.nan))
 
 
 def retrieval_ranks(queries: Tensor, candidates: Tensor, target_index: Tensor) -> Tensor:
     """Rank (1 = best) of the target among each query's candidates by cosine similarity.
+
+    Hand-written: torchmetrics' RetrievalMRR / HitRate count only candidates with a score > 0 as retrieved, so a
+    target of negative cosine similarity would be dropped instead of ranked.
 
     queries (Q, E), candidates (Q, M, E) (each query ranks its own M candidates), target_index (Q,) -> (Q,) int.
     Ties count in the target's favour only if strictly fewer candidates score higher.

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 RUN_CONFIG = "config.yaml"
+# what every probe config file holds (key path -> type); the probes' own sections are checked by each probe
+REQUIRED_SECTIONS = {"seed": int, "extraction": dict, "extraction.batch_size": int, "probes": dict}
 PROBE_DIR = "probe"
 PROBE_FILE = "probe.json"
 DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
@@ -57,6 +59,7 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
     if not path.is_file():
         raise FileNotFoundError(f"probe config not found: {path}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    _check_sections(cfg, path)
     cfg.setdefault("protocol", path.stem)
     if epochs is not None:
         if epochs < 1:
@@ -65,6 +68,18 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
             if "epochs" in section:
                 section["epochs"] = epochs
     return cfg
+
+
+def _check_sections(cfg: Any, path: Path) -> None:
+    """A probe config must hold every section of REQUIRED_SECTIONS (a partial file is refused, naming the key)."""
+    template = config_dir() / "probe" / f"{DEFAULT_PROTOCOL}.yaml"
+    for key, kind in REQUIRED_SECTIONS.items():
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, kind):
+            raise ValueError(f"{path}: missing or malformed {key!r} (a probe config needs "
+                             f"{', '.join(REQUIRED_SECTIONS)}); start from a copy of {template}")
 
 
 def select_probes(spec: str) -> list[str]:
@@ -98,6 +113,8 @@ def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[s
             record.update(status="ok", metrics=result.metrics, definitions=result.definitions, notes=result.notes,
                           selection=result.selection,
                           plots=[str(Path(p).relative_to(ctx.out_dir)) for p in result.plots])
+            if result.per_object:  # per-object sums of the headline metrics (the report's bootstrap)
+                record["per_object"] = result.per_object
             for metric, value in result.metrics.items():
                 flat[f"{name}/{metric}"] = value
                 definitions[f"{name}/{metric}"] = result.definitions[metric]
@@ -173,8 +190,8 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     protocol: a ssl_eq/configs/probe/ preset ("default", "sie_reference"); config: a probe YAML file instead."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from ssl_eq.datasets.native import NativeDataset
     from ssl_eq.methods import load_run
+    from ssl_eq.probes.images import add_augmented_features, is_augmentation_model, open_source
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -190,7 +207,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     if data_dir is None:
         raise ValueError(f"{run_dir / RUN_CONFIG} names no dataset ({DATASET_CONFIG_KEY}); "
                          "pass --data DIR")
-    source = NativeDataset(data_dir)
+    source = open_source(run_cfg, data_dir)  # native shards, or the run's image dataset (data.format)
     model = load_run(run_dir, map_location=device)
     warnings = check_compatible(model, source, data_dir)
     for w in warnings:
@@ -198,13 +215,19 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
 
     out_dir = run_dir / PROBE_DIR
     digest = file_digest(ckpt)
-    feats = {}
+    feats, keys = {}, {}
     for split in ("train", "val"):
+        if not len(source.split_indices(split)):
+            raise ValueError(f"{data_dir}: the {split!r} split has no objects; probes train on 'train' and score on "
+                             f"'val': render / import the dataset with both (--val-fraction > 0 or --split-file)")
         key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
                "dataset_created": source.manifest.get("created"), "split": split,
                "max_objects": cfg["extraction"].get("max_objects"),
                "batchnorm": cfg["extraction"].get("batchnorm", "eval")}
         feats[split] = _split_features(model, source, split, out_dir / f"features_{split}.pt", key, cfg, device)
+        keys[split] = key
+    if is_augmentation_model(model):
+        add_augmented_features(model, source, feats, cfg, out_dir, keys, device)
 
     writer = SummaryWriter(str(out_dir / "tb"))
     ctx = ProbeContext(train=feats["train"], val=feats["val"], latent_schema=list(source.latent_schema),

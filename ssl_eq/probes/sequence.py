@@ -15,10 +15,10 @@ from torch import Tensor
 
 from ssl_eq.datasets.relative import relative_transform
 from ssl_eq.probes import metrics as M
+from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
 from ssl_eq.probes.features import frozen_eval
 from ssl_eq.probes.heads import fit_head
 from ssl_eq.probes.targets import columns
-from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeResult, ProbeSkipped, _head_config, _loss_logger
 
 AGG_KEY = "rep/full"  # per-view encoder outputs the aggregate is computed from
 
@@ -58,26 +58,33 @@ def aggregate_features(model: Any, feats: dict[str, Tensor], schema: list[str], 
 
 def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     """Linear classification of z_AGG over each configured M_val (train objects -> val objects)."""
+    from ssl_eq.probes.images import aug_aggregate  # (images imports this module's registry)
+
     model = ctx.model
     if model is None or not hasattr(model, "aggregate"):
         raise ProbeSkipped("the model has no sequence aggregate (seq-JEPA only)")
     result = ProbeResult()
     n, chunk = int(cfg["sequences_per_object"]), int(cfg["chunk"])
-    for m_val in cfg["m_val"]:
-        m_val = int(m_val)
+    views = min(ctx.train[AGG_KEY].shape[1], ctx.val[AGG_KEY].shape[1])
+    m_vals = sorted({min(int(m), views) for m in cfg["m_val"]})
+    if max(int(m) for m in cfg["m_val"]) > views:
+        result.notes.append(f"probes.agg_linear.m_val {list(cfg['m_val'])}: the dataset has {views} views per "
+                            f"object, so M_val {m_vals} (the largest it allows)")
+    for m_val in m_vals:
         split_x = {}
         for name, feats, seed in (("train", ctx.train, ctx.seed), ("val", ctx.val, ctx.seed + 1)):
+            if "aug/rep" in feats:  # augmentations as actions: each image's own augmented views
+                split_x[name] = aug_aggregate(model, feats, m_val, chunk), feats["labels"]
+                continue
             seqs = fixed_sequences(*feats[AGG_KEY].shape[:2], m_val, n, seed)
             split_x[name] = (aggregate_features(model, feats, ctx.latent_schema, seqs, chunk, ctx.run_conventions),
                              feats["labels"][seqs[:, 0]])
         (x_tr, y_tr), (x_va, y_va) = split_x["train"], split_x["val"]
-        logits = fit_head(x_tr, y_tr, x_va, len(ctx.class_names), "cross_entropy", _head_config(cfg, ctx.seed),
-                          _loss_logger(ctx, f"agg_linear/m{m_val}"))
+        logits = fit_head(x_tr, y_tr, x_va, len(ctx.class_names), "cross_entropy", head_config(cfg, ctx.seed),
+                          loss_logger(ctx, f"agg_linear/m{m_val}"))
         result.add(f"agg_m{m_val}/top1", M.topk_accuracy(logits, y_va, 1), "top1")
         result.add(f"agg_m{m_val}/top5", M.topk_accuracy(logits, y_va, 5), "top5")
-    result.notes.append(f"z_AGG of {n} fixed sequences per object, M_val in {list(cfg['m_val'])}, "
+    result.notes.append(f"z_AGG of {n} fixed sequences per object, M_val in {m_vals}, "
                         f"trained with M = {model.seq_len}")
     return result
 
-
-PROBES["agg_linear"] = probe_agg_linear

@@ -6,19 +6,21 @@ It raises `ProbeSkipped` when it cannot apply (no predictor, latents absent, all
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, relative_quaternion
+from ssl_eq.datasets.relative import relative_quaternion
 from ssl_eq.probes import metrics as M
+from ssl_eq.probes import per_object as PO
 from ssl_eq.probes import plots
+from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
 from ssl_eq.probes.features import frozen_eval
-from ssl_eq.probes.heads import FittedHead, HeadConfig, train_head
+from ssl_eq.probes.heads import FittedHead, train_head
+from ssl_eq.probes.images import probe_aug_params
 from ssl_eq.probes.sampling import PAIR, ViewTuples
+from ssl_eq.probes.sequence import probe_agg_linear
 from ssl_eq.probes.targets import (ROTATION, TRANSLATION, absolute_rotation, columns, hue_differences,
                                    pair_actions, rotation_angle_deg)
 
@@ -26,55 +28,6 @@ from ssl_eq.probes.targets import (ROTATION, TRANSLATION, absolute_rotation, col
 VAL_SEED_OFFSET = 1
 BASELINE_SEED_OFFSET = 2
 Target = Callable[[Tensor], Tensor]  # (N, 1 + arity) index rows -> (N, ...) targets
-
-
-class ProbeSkipped(Exception):
-    """The probe does not apply to this run / dataset; the message says why."""
-
-
-@dataclass
-class ProbeContext:
-    """What every probe sees. Features are object-major dicts, see `ssl_eq.probes.features`.
-
-    quaternion_sign / colour_targets: conventions of the probe targets; run_conventions: those the model was
-    trained with (`data.*` of the run config), used for the actions fed to its predictor.
-    """
-    train: dict[str, Tensor]
-    val: dict[str, Tensor]
-    latent_schema: list[str]
-    class_names: list[str]
-    out_dir: Path
-    model: Any = None
-    seed: int = 0
-    log_scalar: Callable[[str, float, int], None] = lambda tag, value, step: None
-    quaternion_sign: str = DEFAULT_QUATERNION_SIGN
-    colour_targets: str = DEFAULT_COLOUR_TARGETS
-    run_conventions: dict[str, str] = field(default_factory=dict)
-    device: str = "cpu"
-    save_head: Callable[..., None] = lambda name, head, **meta: None  # persist a head as RUN/probe/<name>.pt
-
-
-@dataclass
-class ProbeResult:
-    metrics: dict[str, float] = field(default_factory=dict)
-    definitions: dict[str, str] = field(default_factory=dict)
-    plots: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    selection: dict[str, dict] = field(default_factory=dict)  # head tag -> FitResult.summary()
-
-    def add(self, name: str, value: float | Tensor, definition_key: str) -> None:
-        self.metrics[name] = float(value)
-        self.definitions[name] = M.DEFINITIONS[definition_key]
-
-
-def _head_config(cfg: dict, seed: int) -> HeadConfig:
-    patience = cfg.get("patience")
-    return HeadConfig(hidden=list(cfg.get("hidden", [])), epochs=int(cfg["epochs"]), lr=float(cfg["lr"]),
-                      weight_decay=float(cfg["weight_decay"]), batch_size=int(cfg["batch_size"]),
-                      standardize=bool(cfg.get("standardize", False)), seed=seed,
-                      holdout_fraction=float(cfg.get("holdout_fraction") or 0.0),
-                      patience=None if patience is None else int(patience),
-                      start_from_mean=bool(cfg.get("start_from_mean", False)))
 
 
 def _parts(ctx: ProbeContext, cfg: dict, result: ProbeResult) -> list[str]:
@@ -94,10 +47,6 @@ def _parts(ctx: ProbeContext, cfg: dict, result: ProbeResult) -> list[str]:
     return keep
 
 
-def _loss_logger(ctx: ProbeContext, tag: str) -> Callable[[int, float], None]:
-    return lambda epoch, loss: ctx.log_scalar(f"probe_train/{tag}/loss", loss, epoch)
-
-
 def _per_object(cfg: dict, key: str) -> int | None:
     value = cfg.get(key)
     return None if value is None else int(value)
@@ -114,6 +63,7 @@ class _Task:
         val = self.examples("val", "latents")  # the features only give the (K, V) layout here
         self.val_rows = val.draw(torch.Generator().manual_seed(ctx.seed + VAL_SEED_OFFSET))
         self.y_val = val.target(self.val_rows)
+        self.val_objects = _object_ids(ctx.val, self.val_rows[:, 0])
 
     def examples(self, split: str, key: str) -> ViewTuples:
         feats = {"train": self.ctx.train, "val": self.ctx.val}[split]
@@ -128,10 +78,16 @@ class _Task:
             on_fitted: Callable[[FittedHead], None] | None = None) -> Tensor:
         """Train a head on feature `key` -> (M, out_dim) outputs on the fixed val rows; records the selection."""
         fit = train_head(self.examples("train", key), self.examples("val", key), self.val_rows, out_dim, loss,
-                         _head_config(self.cfg, self.ctx.seed), _loss_logger(self.ctx, tag), self.ctx.device,
+                         head_config(self.cfg, self.ctx.seed), loss_logger(self.ctx, tag), self.ctx.device,
                          on_fitted)
         result.selection[tag] = fit.summary()
         return fit.pred
+
+
+def _object_ids(feats: dict[str, Tensor], rows: Tensor) -> Tensor:
+    """(N,) object indices into a split's features -> (N,) dataset object ids (`object_index`, else the indices)."""
+    ids = feats.get("object_index")
+    return rows if ids is None else ids[rows]
 
 
 def _regression_metrics(result: ProbeResult, prefix: str, pred: Tensor, target: Tensor) -> None:
@@ -162,8 +118,9 @@ def probe_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
         logits = task.fit(key, num_classes, "cross_entropy", f"linear/{part}", result)
         result.add(f"{part}/top1", M.topk_accuracy(logits, task.y_val, 1), "top1")
         result.add(f"{part}/top5", M.topk_accuracy(logits, task.y_val, 5), "top5")
+        result.per_object[part] = PO.accuracy(logits.argmax(1) == task.y_val, task.val_objects)
         confusions[part] = M.confusion_matrix(logits.argmax(1), task.y_val, num_classes)
-        per_class[part] = M.per_class_accuracy(confusions[part]).numpy()
+        per_class[part] = M.per_class_accuracy(logits.argmax(1), task.y_val, num_classes).numpy()
     result.plots.append(str(plots.per_class_bars(per_class, ctx.class_names, ctx.out_dir / "linear_per_class.png",
                                                  "Linear probe: per-class val accuracy")))
     for part, conf in confusions.items():
@@ -179,7 +136,8 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, t
     R²s, the R² over the varying outputs, the mean baseline and the geodesic error. `save` persists each part's
     head as `<name>_head_<part>` (ctx.save_head)."""
     result = ProbeResult()
-    _mean_baseline(result, "", task.train_targets(), task.y_val, varying=True)
+    y_train = task.train_targets()
+    _mean_baseline(result, "", y_train, task.y_val, varying=True)
     scatter = {}
     for key in _parts(ctx, cfg, result):
         part = key.split("/")[1]
@@ -189,6 +147,7 @@ def _rotation_regression(ctx: ProbeContext, cfg: dict, name: str, task: _Task, t
         result.add(f"{part}/r2_uniform_varying", M.r2_uniform_varying(pred, task.y_val), "r2_uniform_varying")
         result.add(f"{part}/geodesic_deg", M.geodesic_error_deg(pred, task.y_val).mean(), "geodesic_deg")
         scatter[part] = (rotation_angle_deg(task.y_val).numpy(), rotation_angle_deg(pred).numpy())
+        result.per_object[part] = PO.regression(pred, task.y_val, y_train.mean(0), task.val_objects)
     result.plots.append(str(plots.angle_scatter(scatter, ctx.out_dir / f"{name}_angles.png", title)))
     return result
 
@@ -267,6 +226,8 @@ def probe_predictor(ctx: ProbeContext, cfg: dict) -> ProbeResult:
             actions = pair_actions(latents, pairs, ctx.latent_schema, **ctx.run_conventions)
             pred = model.predict(emb[objects, 0], actions).float()
         ranks = M.retrieval_ranks(pred, emb[objects], targets)
+        if split == "val":
+            result.per_object[split] = PO.accuracy(ranks == 1, _object_ids(feats, objects))
         for name, value in M.mrr_hits(ranks, tuple(cfg["hit_ks"])).items():
             result.add(f"{split}/{name}", value, "hit@k" if name.startswith("hit@") else "mrr")
         quats = absolute_rotation(latents, ctx.latent_schema)
@@ -284,7 +245,6 @@ PROBES: dict[str, Callable[[ProbeContext, dict], ProbeResult]] = {
     "colour": probe_colour,
     "translation": probe_translation,
     "predictor": probe_predictor,
+    "agg_linear": probe_agg_linear,
+    "aug_params": probe_aug_params,
 }
-
-
-import ssl_eq.probes.sequence  # noqa: E402,F401  (registers seq-JEPA's z_AGG probes into PROBES)

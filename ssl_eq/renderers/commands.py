@@ -9,6 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .job import AUTO_SUPERSAMPLE, RenderConfig  # light: no pytorch3d
     from ..datasets.native import ENCODINGS
     from .job import VARIANTS
+    from ..utils.budget import LARGE_RENDER_IMAGES
     from .scene import CAMERA_PRESETS
     from .sources import SOURCES
 
@@ -23,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=d["source"], choices=sorted(SOURCES), help="object source")
     p.add_argument("--source-root", default=None, help="root folder of mesh-folder / shapenet sources")
     p.add_argument("--object-list", default=None, help="shapenet: .npy of (synset, id) / '/synset/id', or a text file")
+    p.add_argument("--up-axis", choices=("y", "z"), default=None, help="up axis of the mesh files (turned to the "
+                   "scene's z up); default per source: shapenet y, mesh-folder by format (glTF / GLB y, others z)")
     p.add_argument("--objects", type=int, default=d["objects"], help="number of objects (class-balanced subset)")
     p.add_argument("--views", type=int, default=d["views"], help="views per object (3DIEBench: 50)")
     p.add_argument("--size", type=int, default=d["size"], help="image size in pixels (3DIEBench: 256)")
@@ -54,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-shards", type=int, default=d["num_shards"], help="number of parallel jobs")
     p.add_argument("--shard-index", type=int, default=None, help="this job's index (default: SLURM_ARRAY_TASK_ID or 0)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset rendered with another config")
+    p.add_argument("--yes", action="store_true", help=f"render more than {LARGE_RENDER_IMAGES:,} images (memory and "
+                   "disk are checked up front either way)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--no-preview", dest="preview", action="store_false", help="skip DIR/preview.png")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -61,10 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from ..utils.budget import check_render
     from .job import RenderConfig, RenderJob
 
     cfg = RenderConfig(**{k: v for k, v in vars(args).items()
                           if k in {f.name for f in fields(RenderConfig)}})
+    cfg.validate()
+    estimate = check_render(objects=cfg.objects, views=cfg.views, size=cfg.size, encoding=cfg.encoding,
+                            objects_per_shard=cfg.objects_per_shard, out=cfg.out, yes=args.yes)
+    print(f"render: up to {estimate}")
     result = RenderJob(cfg).run()
     if not result["manifest"]:
         print(f"rendered shards {result['rendered_shards']}; manifest is written when every shard is done")

@@ -33,6 +33,8 @@ RENDER_CONFIG = "render_config.json"
 SKIPPED_DIR = "skipped"
 # options that change how, not what, is rendered: they may differ between runs of one dataset
 EXECUTION_KEYS = ("out", "device", "batch_size", "num_shards", "shard_index", "overwrite", "progress")
+# options added after datasets were rendered without them: left out of the identity while unset (such datasets resume)
+LATER_KEYS = ("up_axis",)
 # anti-aliasing when --supersample is not given: (largest image size, factor), first match; above: 1.
 # Thin parts are sub-pixel strokes at small sizes; see BENCHMARKS.md for the rendering cost.
 AUTO_SUPERSAMPLE = ((64, 2),)
@@ -44,6 +46,7 @@ class RenderConfig:
     source: str = "procedural"
     source_root: str | None = None
     object_list: str | None = None
+    up_axis: str | None = None             # mesh files' up axis (y | z); None: the source's default
     objects: int | None = 200
     views: int = 50
     size: int = 128
@@ -112,7 +115,8 @@ class RenderConfig:
 
     def identity(self) -> dict:
         """What defines the dataset's content (compared against an existing output folder)."""
-        return {k: v for k, v in asdict(self).items() if k not in EXECUTION_KEYS}
+        return {k: v for k, v in asdict(self).items()
+                if k not in EXECUTION_KEYS and not (k in LATER_KEYS and v is None)}
 
 
 def resolve_shard_index(cfg: RenderConfig) -> None:
@@ -167,7 +171,7 @@ class RenderJob:
         cfg.validate()
         resolve_shard_index(cfg)
         self.cfg = cfg
-        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list,
+        self.source = make_source(cfg.source, root=cfg.source_root, object_list=cfg.object_list, up_axis=cfg.up_axis,
                                   num_objects=cfg.objects if cfg.source == "procedural" else None, seed=cfg.seed)
         refs = self.source.objects()
         self.refs: list[ObjectRef] = select_objects(refs, cfg.objects) if cfg.objects is not None else refs

@@ -5,7 +5,8 @@ a window around its projected vertices (a crop of the camera's projection, one w
 the floor plane is shaded analytically (ray-plane intersection per pixel) and the object's depth decides
 visibility. A second rasterisation from each item's spot light, fitted to the object's bounding sphere,
 gives the shadow map. Shading is diffuse (Lambert) with Blender's units: radiance =
-albedo * (ambient + (E_sun + E_spot * visibility) / pi), then sRGB encoding.
+albedo * (ambient + (E_sun + E_spot * visibility) / pi), then sRGB encoding (kornia). Projections are the
+cameras' `transform_points_screen`, the spot light's frustum is fitted to `Meshes.get_bounding_boxes()`.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.color import linear_rgb_to_rgb
 from pytorch3d.renderer import (DirectionalLights, FoVPerspectiveCameras, MeshRasterizer,
                                 RasterizationSettings, look_at_view_transform)
 from pytorch3d.renderer.mesh.utils import interpolate_face_attributes
@@ -22,6 +24,7 @@ from pytorch3d.structures import Meshes
 from torch import Tensor
 
 from ..geometry import euler_xyz_to_matrix, hsv_to_rgb, spherical_to_cartesian
+from ..utils.device import resolve_device  # noqa: F401 - the render / orbit device rule lives in utils.device
 from .lights import SpotLights
 from .scene import RenderSettings, SceneSpec
 
@@ -49,17 +52,6 @@ class MeshTensors:
         return cls(torch.as_tensor(np.asarray(mesh.verts), dtype=torch.float32, device=device),
                    torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=device),
                    torch.as_tensor(np.asarray(mesh.face_colors), dtype=torch.float32, device=device))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is an error that says so."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    return torch.device(device)
 
 
 def _look_at(eye: Tensor, at: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -117,9 +109,9 @@ class SceneRenderer:
         eye = torch.tensor([s.camera_position()], dtype=torch.float32, device=self.device)
         self._cam_r, self._cam_t = _look_at(eye, torch.zeros_like(eye), self.device)
         self._camera_position = eye
-        camera = FoVPerspectiveCameras(R=self._cam_r, T=self._cam_t, fov=s.fov_degrees, znear=_ZNEAR,
-                                       zfar=_ZFAR, device=self.device)
-        self._projection = camera.get_projection_transform().get_matrix().transpose(1, 2)  # (1, 4, 4) column-major K
+        self._camera = FoVPerspectiveCameras(R=self._cam_r, T=self._cam_t, fov=s.fov_degrees, znear=_ZNEAR,
+                                             zfar=_ZFAR, device=self.device)
+        self._projection = self._camera.get_projection_transform().get_matrix().transpose(1, 2)  # (1, 4, 4) K
         self._floor = self._floor_rays()
 
     def _floor_rays(self) -> tuple[Tensor, Tensor]:
@@ -153,13 +145,7 @@ class SceneRenderer:
     def _pixels(self, objects: Meshes) -> tuple[Tensor, Tensor]:
         """Camera pixel coordinates of the packed vertices -> pix (V, 2) x, y (pixel centres at integers),
         behind (B,) items with a vertex at / behind the camera (their pixels are meaningless)."""
-        item = objects.verts_packed_to_mesh_idx()
-        view = objects.verts_packed() @ self._cam_r[0] + self._cam_t[0]
-        behind = torch.zeros(len(objects), dtype=torch.bool, device=self.device)
-        behind[item[view[:, 2] <= _ZNEAR]] = True
-        k = self._projection[0]
-        ndc = torch.stack([k[0, 0] * view[:, 0], k[1, 1] * view[:, 1]], -1) / view[:, 2:].clamp_min(_ZNEAR)
-        return (self.size * (1 - ndc) - 1) / 2, behind
+        return _screen_pixels(self._camera, objects, self.size)
 
     def object_windows(self, objects: Meshes) -> tuple[Tensor, Tensor, Tensor]:
         """Square pixel window of each item: the box of its projected vertices (+ a margin), its side rounded
@@ -266,25 +252,18 @@ class SceneRenderer:
         st = self.settings
         batch = light_pos.shape[0]
         verts, item = objects.verts_packed(), objects.verts_packed_to_mesh_idx()
-        index = item[:, None].expand(-1, 3)
-        lo = torch.full((batch, 3), math.inf, device=self.device).scatter_reduce(0, index, verts, "amin")
-        hi = torch.full((batch, 3), -math.inf, device=self.device).scatter_reduce(0, index, verts, "amax")
-        centres = (lo + hi) / 2                                                          # (B, 3)
+        centres = objects.get_bounding_boxes().mean(-1)                                  # (B, 3) box centres
         radii = torch.zeros(batch, device=self.device).scatter_reduce(
             0, item, (verts - centres[item]).norm(dim=-1), "amax")
         dist = (light_pos - centres).norm(dim=-1)
         fov = torch.rad2deg(2 * torch.asin((radii * 1.02 / dist).clamp(max=0.99)))
         r, t = _look_at(light_pos, centres, self.device)
         light_cams = FoVPerspectiveCameras(R=r, T=t, fov=fov, znear=_LIGHT_ZNEAR, zfar=_ZFAR, device=self.device)
-        clip = torch.cat([verts, torch.ones_like(verts[:, :1])], -1)[:, None, :] \
-            @ light_cams.get_full_projection_transform().get_matrix()[item]      # (V, 1, 4) row vectors
-        ndc = clip[:, 0, :2] / clip[:, 0, 3:].clamp_min(_LIGHT_ZNEAR)
-        behind = torch.zeros(batch, dtype=torch.bool, device=self.device)
-        behind[item[clip[:, 0, 3] <= _LIGHT_ZNEAR]] = True                # view z at / behind the near plane
         m = st.shadow_map_size
+        pix, behind = _screen_pixels(light_cams, objects, m, _LIGHT_ZNEAR)
         edge = torch.tensor([0.0, m - 1.0], device=self.device)
-        occluders, _ = _faces_covering_pixels(objects, (m * (1 - ndc) - 1) / 2, edge[0].expand(batch, 2),
-                                              edge[1].expand(batch, 2), behind)
+        occluders, _ = _faces_covering_pixels(objects, pix, edge[0].expand(batch, 2), edge[1].expand(batch, 2),
+                                              behind)
         depth_map = MeshRasterizer(cameras=light_cams, raster_settings=self._shadow_raster)(occluders).zbuf
         return _shadow_visibility(depth_map, light_cams, points, st)
 
@@ -325,5 +304,19 @@ def _shadow_visibility(zbuf: Tensor, light_cams: FoVPerspectiveCameras, points: 
 
 
 def _linear_to_srgb(x: Tensor) -> Tensor:
-    x = x.clamp(0, 1)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-8) ** (1 / 2.4) - 0.055)
+    """(..., 3) linear RGB -> sRGB-encoded, clipped to [0, 1] first (kornia's encoding, channels first)."""
+    return linear_rgb_to_rgb(x.clamp(0, 1).movedim(-1, -3)).movedim(-3, -1)
+
+
+def _screen_pixels(cameras: FoVPerspectiveCameras, objects: Meshes, size: int, znear: float = _ZNEAR
+                   ) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates (centres at integers) of `objects`' packed vertices in the size x size images of
+    `cameras` (one, or one per mesh) -> pix (V, 2) x, y and behind (B,): items with a vertex at / behind the
+    near plane `znear` (their pixels are meaningless)."""
+    padded = objects.verts_padded()                                           # (B, Vmax, 3)
+    packed = objects.verts_padded_to_packed_idx()
+    depth = cameras.get_world_to_view_transform().transform_points(padded)[..., 2].flatten()[packed]
+    screen = cameras.transform_points_screen(padded, eps=znear, image_size=((size, size),))
+    behind = torch.zeros(len(objects), dtype=torch.bool, device=padded.device)
+    behind[objects.verts_packed_to_mesh_idx()[depth <= znear]] = True
+    return screen[..., :2].flatten(0, 1)[packed] - 0.5, behind                # PyTorch3D: pixel i spans [i, i + 1]

@@ -59,14 +59,20 @@ def latent_caption(latent: np.ndarray) -> str:
     return text
 
 
-def dataset_preview(root: str | os.PathLike, out_png: str | os.PathLike, objects: int = 8,
+MIN_PREVIEW_ROWS = 8
+
+
+def dataset_preview(root: str | os.PathLike, out_png: str | os.PathLike, objects: int | None = None,
                     views: int = 8) -> Path:
-    """Contact sheet of a native dataset: rows = objects (one per class first), columns = views,
-    each cell captioned with its class and latents."""
+    """Contact sheet of a native dataset: rows = objects (one per class first; default: every class, at least
+    MIN_PREVIEW_ROWS rows), columns = views, each cell captioned with its class and latents."""
     from ssl_eq.datasets.native import NativeDataset
 
+    if objects is not None and objects < 1 or views < 1:
+        raise ValueError(f"preview: objects and views must be >= 1, got {objects} and {views}")
     ds = NativeDataset(root)
     firsts = np.unique(ds.labels, return_index=True)[1]
+    objects = max(len(firsts), MIN_PREVIEW_ROWS) if objects is None else objects
     objs = np.concatenate([firsts, np.setdiff1d(np.arange(len(ds)), firsts)])[:objects]
     cols = np.arange(min(views, ds.views))
     images = np.stack([ds.get_views(int(o), cols) for o in objs])

@@ -19,6 +19,10 @@ SYNSET_PREFIX = "9"
 SYNSET_DIGITS = 8
 #: albedo of meshes without colour information
 NEUTRAL_GREY = (0.6, 0.6, 0.6)
+#: a file's up axis (`--up-axis`) -> the rotation (3, 3) that turns it z-up, the scene's frame (None: already z-up);
+#: y-up: (x, y, z) -> (x, -z, y), as Blender's OBJ importer turns ShapeNet's models for 3DIEBench
+UP_AXIS_ROTATIONS: dict[str, np.ndarray | None] = {
+    "z": None, "y": np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])}
 
 
 class MeshLoadError(Exception):
@@ -87,12 +91,16 @@ def register_source(name: str):
     return deco
 
 
-def make_source(name: str, root=None, num_objects: int | None = None, object_list=None, seed: int = 0) -> ObjectSource:
-    """Build the source registered as `name` (see `SOURCES`); options a source does not use are refused."""
+def make_source(name: str, root=None, num_objects: int | None = None, object_list=None, seed: int = 0,
+                up_axis: str | None = None) -> ObjectSource:
+    """Build the source registered as `name` (see `SOURCES`); options a source does not use are refused.
+    `up_axis` ("y" | "z", None: the source's default) is the mesh files' up axis."""
     if name not in SOURCES:
         raise ValueError(f"unknown object source {name!r}; valid sources: {', '.join(sorted(SOURCES))}")
     check_num_objects(num_objects)
-    return SOURCES[name](root=root, num_objects=num_objects, object_list=object_list, seed=seed)
+    if up_axis is not None and up_axis not in UP_AXIS_ROTATIONS:
+        raise ValueError(f"--up-axis must be one of {', '.join(UP_AXIS_ROTATIONS)}, got {up_axis!r}")
+    return SOURCES[name](root=root, num_objects=num_objects, object_list=object_list, seed=seed, up_axis=up_axis)
 
 
 def check_num_objects(num_objects: int | None) -> None:

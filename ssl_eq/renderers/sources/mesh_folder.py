@@ -1,7 +1,8 @@
 """`mesh-folder` source: ``ROOT/<class>/<file>.obj|.ply|.off|.glb``, any meshes.
 
-Meshes are used in their file's frame with z up (like the 3DIEBench fixture mug), normalised
-(bbox centre at the origin, bbox diagonal 1). Class folders are visited in sorted order, files
+Meshes are turned from their file's up axis to the scene's z up, then normalised (bbox centre at the origin, bbox
+diagonal 1). The up axis is `--up-axis` (y | z) when given, else per format: glTF / GLB are y-up by their
+specification, other formats are read as z-up (like the 3DIEBench fixture mug). Class folders are visited in sorted order, files
 in sorted order. A class folder without any mesh file is dropped with a warning; the source
 refuses to build when no class is left. Corrupt meshes are found at `load()` time
 (`MeshLoadError`), where the render job skips them.
@@ -9,19 +10,24 @@ refuses to build when no class is left. Corrupt meshes are found at `load()` tim
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from .base import MeshData, ObjectRef, ObjectSource, check_root, refuse_option, register_source, safe_id, \
-    select_objects, synsets_for
+from .base import UP_AXIS_ROTATIONS, MeshData, ObjectRef, ObjectSource, check_root, refuse_option, register_source, \
+    safe_id, select_objects, synsets_for
 from .meshfiles import MESH_SUFFIXES, load_mesh_file
 
 log = logging.getLogger(__name__)
 
+#: up axis of a file when --up-axis is not given (by suffix; other formats: z)
+DEFAULT_UP_AXES = {".glb": "y", ".gltf": "y"}
+
 
 @register_source("mesh-folder")
 class MeshFolderSource(ObjectSource):
-    def __init__(self, root, num_objects: int | None = None):
+    def __init__(self, root, num_objects: int | None = None, up_axis: str | None = None):
         self.root = check_root(root, "mesh-folder").resolve()
+        self.up_axis = up_axis
         files_by_class: dict[str, list] = {}
         self.dropped_classes: list[str] = []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -50,18 +56,19 @@ class MeshFolderSource(ObjectSource):
         self._refs = select_objects(refs, num_objects) if num_objects is not None else refs
 
     @classmethod
-    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0) -> "MeshFolderSource":
+    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0, up_axis=None) -> "MeshFolderSource":
         refuse_option("mesh-folder", "an object list", object_list)
-        return cls(root, num_objects)
+        return cls(root, num_objects, up_axis)
 
     def objects(self) -> list[ObjectRef]:
         return list(self._refs)
 
     def load(self, ref: ObjectRef) -> MeshData:
-        return load_mesh_file(ref.path)
+        axis = self.up_axis or DEFAULT_UP_AXES.get(Path(ref.path).suffix.lower(), "z")
+        return load_mesh_file(ref.path, up_axis_rotation=UP_AXIS_ROTATIONS[axis])
 
     def describe(self) -> dict[str, Any]:
         classes = sorted({r.class_name for r in self._refs})
-        return {"name": self.name, "root": str(self.root), "num_objects": len(self._refs), "up_axis": "z",
+        return {"name": self.name, "root": str(self.root), "num_objects": len(self._refs), "up_axis": self.up_axis or "by format (glTF / GLB: y, turned z-up; others: z)",
                 "classes": classes, "synsets": [self.synsets[c] for c in classes],
                 "dropped_classes": self.dropped_classes}

@@ -288,9 +288,10 @@ class ProceduralSource(ObjectSource):
                                 CLASS_SYNSETS[names[i % len(names)]], None) for i in range(self.num_objects)]
 
     @classmethod
-    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0) -> "ProceduralSource":
+    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0, up_axis=None) -> "ProceduralSource":
         refuse_option("procedural", "a source root (--source-root)", root)
         refuse_option("procedural", "an object list", object_list)
+        refuse_option("procedural", "an up axis (--up-axis: its shapes are built z-up)", up_axis)
         return cls(num_objects, seed)
 
     def objects(self) -> list[ObjectRef]:

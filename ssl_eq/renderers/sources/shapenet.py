@@ -3,7 +3,8 @@
 Colours: each face's material diffuse colour (Kd) times its texture map sampled once per face,
 so textured models get one flat colour per face (texture detail below face size is lost).
 ShapeNet models are y-up; like BlenderProc's OBJ import used for 3DIEBench, they are turned
-z-up ((x, y, z) -> (x, -z, y)) and then normalised (idempotent for ShapeNet's normalised models).
+z-up ((x, y, z) -> (x, -z, y)) and then normalised (idempotent for ShapeNet's normalised models);
+`--up-axis z` reads them as they are.
 
 Objects: every model folder holding the model file (sorted by synset, then id), or those named
 by an object list, in list order: the SIE repository's ``.npy`` — an (N, 2) array of
@@ -22,16 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from .base import MeshData, ObjectRef, ObjectSource, check_root, register_source, select_objects
+from .base import UP_AXIS_ROTATIONS, MeshData, ObjectRef, ObjectSource, check_root, register_source, select_objects
 from .meshfiles import load_mesh_file
-from .primitives import rotation
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = Path("models") / "model_normalized.obj"
 TAXONOMY_FILE = "taxonomy.json"
-#: ShapeNet y-up -> scene z-up, as Blender's OBJ importer does
-Y_UP_TO_Z_UP = rotation("x", 90)
+#: ShapeNet's models are y-up (turned z-up, as Blender's OBJ importer does)
+DEFAULT_UP_AXIS = "y"
 #: how many missing models an error message names
 MAX_LISTED = 5
 
@@ -82,7 +82,8 @@ def _taxonomy_names(root: Path) -> dict[str, str]:
 
 @register_source("shapenet")
 class ShapeNetSource(ObjectSource):
-    def __init__(self, root, num_objects: int | None = None, object_list=None):
+    def __init__(self, root, num_objects: int | None = None, object_list=None, up_axis: str = DEFAULT_UP_AXIS):
+        self.up_axis = up_axis
         self.root = check_root(root, "shapenet").resolve()
         self.object_list = None if object_list is None else str(Path(object_list).resolve())
         pairs = self._listed(object_list) if object_list is not None else self._scan()
@@ -126,17 +127,17 @@ class ShapeNetSource(ObjectSource):
         return pairs
 
     @classmethod
-    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0) -> "ShapeNetSource":
-        return cls(root, num_objects, object_list)
+    def from_options(cls, root=None, num_objects=None, object_list=None, seed=0, up_axis=None) -> "ShapeNetSource":
+        return cls(root, num_objects, object_list, up_axis or DEFAULT_UP_AXIS)
 
     def objects(self) -> list[ObjectRef]:
         return list(self._refs)
 
     def load(self, ref: ObjectRef) -> MeshData:
-        return load_mesh_file(ref.path, up_axis_rotation=Y_UP_TO_Z_UP)
+        return load_mesh_file(ref.path, up_axis_rotation=UP_AXIS_ROTATIONS[self.up_axis])
 
     def describe(self) -> dict[str, Any]:
         synsets = sorted({r.synset for r in self._refs})
         return {"name": self.name, "root": str(self.root), "object_list": self.object_list,
-                "num_objects": len(self._refs), "up_axis": "y (turned z-up)",
+                "num_objects": len(self._refs), "up_axis": f"{self.up_axis} (turned z-up)" if self.up_axis != "z" else "z",
                 "classes": [self.names[s] for s in synsets], "synsets": synsets}
