@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ssl_eq.utils.io import save_torch_atomic
+
+log = logging.getLogger(__name__)
 
 REPRESENTATION_PARTS = ("full", "inv", "equi")
 EMBEDDING_PARTS = ("inv", "equi")
@@ -127,7 +130,7 @@ def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged cache (killed write, full disk) is rebuilt, not fatal
-        print(f"warning: {path}: unreadable feature cache ({type(e).__name__}); extracting the features again")
+        log.warning("%s: unreadable feature cache (%s); extracting the features again", path, type(e).__name__)
         return None
     return stored["features"] if isinstance(stored, dict) and stored.get("key") == key else None
 
