@@ -400,7 +400,7 @@ def test_nan_guard_names_a_visible_cause_and_no_missing_checkpoint(tiny_data, tm
     err = capsys.readouterr().err
     assert "cause: loss weight method.loss.invariance=1e+39 is not a finite float32 number" in err
     assert "resume_from" not in err and "last.ckpt" not in err
-    from ssl_eq.methods.commands import fork_advice                          # a lr NaN before the first save
+    from ssl_eq.methods.app import fork_advice                               # a lr NaN before the first save
     assert "no checkpoint was saved" in fork_advice(tiny_cfg(tiny_data, tmp_path / "never_saved"))
 
 

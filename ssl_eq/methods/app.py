@@ -87,6 +87,7 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
 def check_jobs(jobs: list[list[str]], multirun: bool) -> list[DictConfig]:
     """Compose and check every job's config before anything is written (ValueError naming the key)."""
     from ssl_eq.utils.budget import check_train_batch
+    from ssl_eq.utils.finite import check_finite
 
     cfgs = []
     for job in jobs:
@@ -96,6 +97,7 @@ def check_jobs(jobs: list[list[str]], multirun: bool) -> list[DictConfig]:
         cfg = compose_config(job)
         if cfg.data.get("root") in (None, "???"):
             raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
+        check_finite(cfg)
         if cfg.data.image_size:  # null: the dataset's own size, checked by the data module
             check_train_batch(batch_size=int(cfg.data.batch_size), views=int(cfg.data.num_views or 2),
                               image_size=int(cfg.data.image_size))
