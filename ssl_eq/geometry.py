@@ -15,7 +15,8 @@ import math
 
 import kornia.color
 import torch
-from kornia.geometry.conversions import quaternion_from_euler, quaternion_to_rotation_matrix, rotation_matrix_to_quaternion
+from kornia.geometry.conversions import (quaternion_from_euler, quaternion_to_rotation_matrix,
+                                         rotation_matrix_to_quaternion)
 from kornia.geometry.quaternion import Quaternion
 from torch import Tensor
 

@@ -12,8 +12,8 @@ import torch
 
 from ssl_eq.datasets.synthetic import make_synthetic_dataset
 
-# lr = 1e-30: no weight moves (beyond 1e-30), so both runs validate the same model and only the metric's reduction can differ;
-# 24 objects -> 6 val objects, an even split over 2 ranks (no sampler padding)
+# lr = 1e-30: no weight moves (beyond 1e-30), so both runs validate the same model and only the metric's
+# reduction can differ; 24 objects -> 6 val objects, an even split over 2 ranks (no sampler padding)
 RUN = ["backbone=small_cnn", "backbone.widths=[8,16]", "backbone.norm=group", "data.image_size=32",
        "data.batch_size=4", "data.num_workers=0", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
        "trainer.max_steps=2", "method=sie", "method.split.inv=8", "method.split.equi=8",

@@ -1,5 +1,5 @@
 """The package's import graph: modules import each other without circles (a circle makes the import order matter
-and hides half-initialised modules)."""
+and hides half-initialised modules; one closed by an import inside a function is still a circle of design)."""
 from __future__ import annotations
 
 import ast
@@ -30,7 +30,8 @@ def import_graph(package: str) -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = ".".join(here[:len(here) - node.level + 1] + ([node.module] if node.module else [])) \
                     if node.level else node.module
-                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+                subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+                targets = subs if len(subs) == len(node.names) else [base, *subs]  # `from pkg import module`
             else:
                 continue
             deps |= {t for t in targets if t in modules and t.startswith(package) and t != name}
@@ -63,10 +64,14 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_cycle_finder_sees_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert "ssl_eq.probes.context" in import_graph("ssl_eq.probes")["ssl_eq.probes.sequence"]
 
 
-@pytest.mark.parametrize("package", ["ssl_eq.probes"])
+# to add: ssl_eq.methods once methods/commands <-> methods/run is gone (the Hydra app, #21), ssl_eq.checkpoints
+# once its format discovery no longer imports its own package from checkpoints/base.py
+@pytest.mark.parametrize("package", ["ssl_eq.probes", "ssl_eq.datasets", "ssl_eq.renderers", "ssl_eq.orbit",
+                                     "ssl_eq.reports"])
 def test_no_import_circle(package):
     graph = import_graph(package)
-    assert "ssl_eq.probes.context" in graph["ssl_eq.probes.sequence"]  # the parser follows the imports
+    assert any(graph.values())  # the parser follows the imports
     assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"

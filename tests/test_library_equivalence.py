@@ -30,7 +30,8 @@ def test_classification_metrics_equal_the_counting_formulas():
         c = logits.shape[1]
         for k in (1, 5):
             hits = (logits.topk(min(k, c), dim=1).indices == labels[:, None]).any(1)
-            assert M.topk_accuracy(logits, labels, k).item() == pytest.approx(hits.float().mean().item() * 100, abs=1e-4)
+            expected = hits.float().mean().item() * 100
+            assert M.topk_accuracy(logits, labels, k).item() == pytest.approx(expected, abs=1e-4)
         pred = logits.argmax(1)
         counts = torch.bincount(labels * c + pred, minlength=c * c).reshape(c, c)
         assert torch.equal(M.confusion_matrix(pred, labels, c), counts)

@@ -139,11 +139,12 @@ def cifar100(root: str | Path, image_size: int | None = None) -> ImageSource:
     n_train = len(parts["train"].targets)
     splits = {"train": np.arange(n_train), "val": np.arange(n_train, len(labels))}
     data = torch.from_numpy(np.ascontiguousarray(images))
-    return ImageSource(Path(root), 32, parts["train"].classes, labels, splits, lambda objs: data[torch.from_numpy(objs)])
+    return ImageSource(Path(root), 32, parts["train"].classes, labels, splits,
+                       lambda objs: data[torch.from_numpy(objs)])
 
 
 def _bad_cifar_file(base: Path) -> Path:
-    """The first of base/{train,test,meta} that is not a pickle of the keys torchvision reads (the folder if all are)."""
+    """The first of base/{train,test,meta} that is not a pickle of the keys torchvision reads (else the folder)."""
     keys = {"train": ("data", "fine_labels"), "test": ("data", "fine_labels"), "meta": ("fine_label_names",)}
     for name, need in keys.items():
         try:
