@@ -21,7 +21,7 @@ DATASET_KINDS = ("view", "pair", "sequence")
 
 class Encoder:
     """A trained run, frozen (no gradients) and in eval mode: `.embed(images)`, `.embeddings(images)`,
-    `.predict(equi, action)` (methods with a predictor), `.action(latents_1, latents_2)`.
+    `.predict(equi, action)` (methods with a predictor), `.action(latents_1, latents_2)`; calling it embeds.
 
     `model` is the run's `ssl_eq.methods` LightningModule, for anything else (`model.backbone`, ...).
     """
@@ -88,6 +88,8 @@ class Encoder:
             if hasattr(self.model, "aggregate"):
                 out["agg"] = self.model.aggregate(out["full"], self._sequence_actions(latents, out["full"].shape[1]))
         return out
+
+    __call__ = embed
 
     def _sequence_actions(self, latents: Tensor | None, views: int) -> Tensor | None:
         """(B, M, L) latents -> the (B, M-1, A) actions between consecutive views, as in training."""

@@ -81,7 +81,7 @@ def test_encoder_is_frozen_takes_uint8_or_unit_floats_and_refuses_bad_input(sie_
     assert not encoder.model.training and not any(p.requires_grad for p in encoder.model.parameters())
     assert encoder.method == "sie" and encoder.has_predictor and sum(encoder.dims.values()) == 2 * encoder.dims["full"]
     images = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
-    as_uint8, as_float = encoder.embed(images), encoder.embed(images.float() / 255)
+    as_uint8, as_float = encoder.embed(images), encoder(images.float() / 255)  # calling it embeds
     for part in ("inv", "equi", "full"):
         torch.testing.assert_close(as_uint8[part], as_float[part])
         assert as_uint8[part].shape == (3, encoder.dims[part]) and not as_uint8[part].requires_grad
@@ -109,7 +109,7 @@ def test_predict_maps_view_1_towards_view_2_with_the_runs_action(sie_run):
 
 
 def test_a_method_without_predictor_says_so(tmp_path):
-    data = make_synthetic_dataset(tmp_path / "data", num_objects=4, views=2, size=16)
+    data = make_synthetic_dataset(tmp_path / "data", num_objects=8, views=2, size=16)
     run = tmp_path / "vicreg"
     assert main(["pretrain", "experiment=demo_vicreg", f"data.root={data}", f"run_dir={run}", "trainer.max_steps=1",
                  "data.batch_size=2", "trainer.enable_progress_bar=false"]) == 0
@@ -124,7 +124,7 @@ def test_sequence_embed_gives_the_aggregate_the_agg_probe_uses(tmp_path):
     from ssl_eq.datasets.native import NativeDataset
     from ssl_eq.datasets.views import ViewDataset, collate
 
-    data = make_synthetic_dataset(tmp_path / "data", num_objects=4, views=4, size=16)
+    data = make_synthetic_dataset(tmp_path / "data", num_objects=8, views=4, size=16)
     run = tmp_path / "seqjepa"
     assert main(["pretrain", "experiment=demo_seqjepa", f"data.root={data}", f"run_dir={run}", "trainer.max_steps=1",
                  "data.batch_size=2", "trainer.enable_progress_bar=false"]) == 0

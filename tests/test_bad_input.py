@@ -66,14 +66,14 @@ def test_1_probe_rerun_merges_into_probe_json(finished_run, tmp_path):
     assert merged["probes"]["rotation"] == first["probes"]["rotation"]        # untouched, with its own config
     assert merged["probes"]["rotation"]["config"]["epochs"] == 1
     assert merged["probes"]["linear"]["config"]["epochs"] == 2                # replaced by the re-run
-    assert all(r["created"] and r["checkpoint_sha256"] == merged["checkpoint_sha256"]
+    assert all(r["created"] and r["checkpoint_digest"] == merged["checkpoint_digest"]
                for r in merged["probes"].values())
     rotation_metrics = {k: v for k, v in first["metrics"].items() if k.startswith("rotation/")}
     assert rotation_metrics and rotation_metrics.items() <= merged["metrics"].items()
     assert any(k.startswith("linear/") for k in merged["metrics"]) and set(merged["definitions"]) == set(merged["metrics"])
 
     # results of another checkpoint are not mixed in: dropped with a warning
-    stale = {**merged, "checkpoint_sha256": "0" * 64}
+    stale = {**merged, "checkpoint_digest": "0" * 64}
     (run / "probe" / "probe.json").write_text(json.dumps(stale))
     assert main(["probe", str(run), "--probes", "linear", "--epochs", "1"]) == 0
     after = json.loads((run / "probe" / "probe.json").read_text())

@@ -77,7 +77,7 @@ def test_a_truncated_feature_cache_is_rebuilt(run, tmp_path, capsys):
     cache.write_bytes(cache.read_bytes()[:3000])
     capsys.readouterr()
     assert main(["probe", str(work), "--probes", "linear", "--epochs", "1"]) == 0
-    assert f"warning: {cache}: unreadable feature cache" in capsys.readouterr().out
+    assert f"warning: {cache}: unreadable feature cache" in capsys.readouterr().err  # warnings go to stderr
     rebuilt = torch.load(cache, weights_only=True)["features"]
     assert all(torch.equal(good[k], rebuilt[k]) for k in good)
 

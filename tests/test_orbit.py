@@ -290,8 +290,11 @@ def test_orbit_bad_input_reports_and_analyses_the_other_runs(sie_run, tmp_path, 
     args = ["--out", str(tmp_path / "out"), "--objects", "2", "--steps", "3", "--device", "cpu"]
     assert main(["orbit", str(gone), str(good), "--latent", "rot_x", *args]) == 1
     err = capsys.readouterr().err
-    assert "gone: its dataset is not available here" in err and "nowhere" in err
+    assert "gone: its dataset is not available here" in err and "nowhere" in err and "--data DIR" in err
     assert (good / "orbit" / "orbit.json").is_file() and not (gone / "orbit").exists()
+    moved = json.loads((sie_run / "probe" / "probe.json").read_text())["dataset"]["root"]    # the dataset, moved
+    assert main(["orbit", str(gone), "--latent", "rot_x", "--data", moved, *args]) == 0
+    assert (gone / "orbit" / "orbit.json").is_file()
 
     assert main(["orbit", str(good), "--latent", "trans_x", "--latent", "rot_y", "--range", "dataset", *args]) == 1
     err = capsys.readouterr().err

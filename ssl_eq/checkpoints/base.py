@@ -4,7 +4,7 @@ A format (one module per reference: `sie`, `equicaps`, `seqjepa`) says how its f
 "model" key or a flat state dict, a `module.` prefix), maps its tensor names to the toolkit's with prefix rules
 (a per-tensor transform where the two differ), infers the toolkit config from the tensors' shapes and
 synthesises the tensors the reference's loader needs but the toolkit has no counterpart for.
-Facts: docs/checkpoints.md (from ../shared/reference/checkpoints.md).
+Facts: docs/checkpoints.md.
 """
 from __future__ import annotations
 

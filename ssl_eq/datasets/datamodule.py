@@ -5,11 +5,17 @@ sequence is one image repeated, its views made different by the on-device augmen
 Images leave as uint8 (B, [M,] 3, H, W); the model converts / normalises them on the device. Under DDP each
 rank gets an `EpochSampler` (a DistributedSampler) for its own disjoint part; Lightning sees a
 DistributedSampler and does not re-wrap it, and calls its `set_epoch` every epoch.
+
+Exact resume: the train loader is stateful (Lightning's `state_dict` / `load_state_dict` loader interface,
+kept in the checkpoint's fit-loop state): it records the epoch and the batches it has handed out, and a
+resumed run continues that epoch at the next batch instead of starting it again. Item content depends only on
+(seed, epoch, index), so the resumed run sees the same data in the same order.
 """
 from __future__ import annotations
 
+import itertools
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +27,7 @@ from ssl_eq.datasets.native import NativeDataset
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.datasets.views import (EpochSampler, FixedPairDataset, FixedSequenceDataset, PairDataset,
                                    SequenceDataset, ViewDataset, collate)
+from ssl_eq.utils.identity import dataset_digest
 
 # kind -> (train dataset factory, deterministic val dataset factory); factories take (source, split, dm)
 # for multi-view (native) sources; single-image sources use SINGLE_IMAGE_KINDS
@@ -45,15 +52,74 @@ SOURCES: dict[str, Callable[..., object]] = {
 }
 
 
-# loader -> factory (datamodule, dataset, sampler, drop_last): worker threads (default, fastest for native shards,
-# ssl_eq.datasets.loader) or torch's worker processes
-LOADERS: dict[str, Callable[..., DataLoader | ThreadLoader]] = {
-    "threads": lambda dm, ds, sampler, drop_last: ThreadLoader(
-        ds, batch_size=dm.batch_size, sampler=sampler, num_workers=dm.num_workers, pin_memory=dm.pin_memory,
-        drop_last=drop_last),
-    "processes": lambda dm, ds, sampler, drop_last: DataLoader(
+class ResumableEpochSampler(EpochSampler):
+    """An EpochSampler that can start one epoch part-way: the first `skip` items of epoch `skip_epoch` are left out
+    once (a resumed run)."""
+
+    skip_epoch, skip = -1, 0
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        items = super().__iter__()
+        if self.epoch == self.skip_epoch:
+            items = itertools.islice(items, self.skip, None)
+        self.skip_epoch = -1
+        return items
+
+
+class ResumableLoader:
+    """Mixin for a loader over a ResumableEpochSampler: Lightning's stateful-loader interface.
+
+    state_dict: {"epoch", "batches" handed out this epoch}; load_state_dict makes the next iteration of that
+    epoch start after those batches (the sampler skips their items, nothing is read for them).
+    """
+
+    sampler: ResumableEpochSampler
+    batch_size: int
+    _yielded = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, batches handed out in it): the last batch's place in the run, the same after a resume."""
+        return int(self.sampler.epoch), int(self._yielded)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self._yielded)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.skip_epoch, self.sampler.skip = int(state["epoch"]), int(state["batches"]) * self.batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        self._yielded = self.sampler.skip // self.batch_size if self.sampler.epoch == self.sampler.skip_epoch else 0
+        for batch in super().__iter__():  # type: ignore[misc]
+            self._yielded += 1
+            yield batch
+
+
+class ResumableThreadLoader(ResumableLoader, ThreadLoader):
+    """The thread loader of the train split, resumable mid-epoch."""
+
+
+class ResumableDataLoader(ResumableLoader, DataLoader):
+    """torch's DataLoader (worker processes) of the train split, resumable mid-epoch."""
+
+
+def _threads(cls: type) -> Callable[..., ThreadLoader]:
+    return lambda dm, ds, sampler, drop_last: cls(ds, batch_size=dm.batch_size, sampler=sampler,
+                                                  num_workers=dm.num_workers, pin_memory=dm.pin_memory,
+                                                  drop_last=drop_last)
+
+
+def _processes(cls: type) -> Callable[..., DataLoader]:
+    return lambda dm, ds, sampler, drop_last: cls(
         ds, batch_size=dm.batch_size, sampler=sampler, num_workers=dm.num_workers, collate_fn=collate,
-        pin_memory=dm.pin_memory, drop_last=drop_last, persistent_workers=dm.persistent_workers and dm.num_workers > 0),
+        pin_memory=dm.pin_memory, drop_last=drop_last, persistent_workers=dm.persistent_workers and dm.num_workers > 0)
+
+
+# loader -> (train factory, val factory), each (datamodule, dataset, sampler, drop_last) -> loader: worker threads
+# (default, fastest for native shards, ssl_eq.datasets.loader) or torch's worker processes
+LOADERS: dict[str, tuple[Callable[..., DataLoader | ThreadLoader], Callable[..., DataLoader | ThreadLoader]]] = {
+    "threads": (_threads(ResumableThreadLoader), _threads(ThreadLoader)),
+    "processes": (_processes(ResumableDataLoader), _processes(DataLoader)),
 }
 
 
@@ -114,9 +180,9 @@ class SSLDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader | ThreadLoader:
         replicas, rank = self._ranks()
-        sampler = EpochSampler(dataset, num_replicas=replicas, rank=rank, shuffle=train, seed=self.seed,
-                               drop_last=train and self.drop_last)
-        return LOADERS[self.loader](self, dataset, sampler, train and self.drop_last)
+        sampler = (ResumableEpochSampler if train else EpochSampler)(
+            dataset, num_replicas=replicas, rank=rank, shuffle=train, seed=self.seed, drop_last=train and self.drop_last)
+        return LOADERS[self.loader][0 if train else 1](self, dataset, sampler, train and self.drop_last)
 
     def train_dataloader(self) -> DataLoader | ThreadLoader:
         self.setup("fit")
@@ -128,8 +194,11 @@ class SSLDataModule(pl.LightningDataModule):
 
     @property
     def info(self) -> dict[str, Any]:
-        """What a method needs to know about the data: image size, latent schema, classes, views."""
+        """What a method needs to know about the data: image size, latent schema, classes, views, and the
+        content digest of a native dataset (None for other formats)."""
         self.setup()
         src = self.source
+        manifest = getattr(src, "manifest", None)
         return {"image_size": src.image_size, "latent_schema": src.latent_schema, "variant": src.variant,
-                "num_classes": len(src.class_names), "views": src.views}
+                "num_classes": len(src.class_names), "views": src.views,
+                "digest": dataset_digest(manifest) if isinstance(manifest, dict) else None}

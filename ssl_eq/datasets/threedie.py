@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
-import shutil
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -30,6 +30,7 @@ from PIL import Image
 from ssl_eq.datasets.native import (DEFAULT_JPEG_QUALITY, LATENT_SCHEMAS, SHARD_META, SPLITS,
                                     NativeDataset, batch_tensor, is_shard_complete, remove_damaged_shard, shard_dir,
                                     shard_name, write_manifest, write_shard)
+from ssl_eq.utils.lock import folder_entries, folder_lock
 from ssl_eq.utils.io import atomic_path, read_json, read_json_object, write_json_atomic, write_npy_atomic
 
 # channel order of the files relative to the render -> function mapping (…, 3) between the two (an involution)
@@ -43,6 +44,7 @@ DEFAULT_OBJECTS_PER_SHARD = 256
 VIEW_PROBE_OBJECTS = 16  # views per object = most files found in the first objects (one may be damaged)
 IMPORT_CONFIG = "render_config.json"  # the contract's config file, here recording the import options
 EXPORT_RECORD = ".ssl_eq_export.json"  # in an export folder: which dataset / options it holds (resume, refuse)
+EXPORTED_FILE = re.compile(r"(image_\d+\.jpg|latent_\d+\.npy|\.(image_\d+\.jpg|latent_\d+\.npy)\..*\.tmp)")
 
 
 def image_file(obj_dir: Path, k: int) -> Path:
@@ -342,27 +344,58 @@ def object_path(ds: NativeDataset, obj: int) -> str:
     return f"/{ds.synsets[int(ds.labels[obj])]}/{ds.object_ids[obj]}"
 
 
+def _check_apart(source: Path, out: Path) -> None:
+    """Refuse an export folder that is, holds or sits inside its source dataset (an overwrite would delete it)."""
+    src, dst = source.resolve(), out.resolve()
+    if src == dst or src in dst.parents or dst in src.parents:
+        where = "is" if src == dst else "is inside" if src in dst.parents else "holds"
+        raise ValueError(f"export folder {out} {where} the source dataset {source}; export to a separate folder")
+
+
+def _exported_files(out: Path) -> Iterator[Path]:
+    """The files an export writes in `out` (split files, <synset>/<object>/image_k.jpg + latent_k.npy, temp files
+    of a killed export and the record), and nothing else."""
+    for split in SPLITS:
+        yield from (f for f in _split_files(out, split) if f.is_file())
+    for f in out.glob("*/*/*"):
+        if f.is_file() and EXPORTED_FILE.fullmatch(f.name):
+            yield f
+    if (out / EXPORT_RECORD).is_file():
+        yield out / EXPORT_RECORD
+
+
+def _remove_export(out: Path) -> None:
+    """Delete an earlier export from `out`: only the files it wrote, then the folders they leave empty."""
+    for f in list(_exported_files(out)):
+        f.unlink()
+    for d in sorted({p for p in out.glob("*/*") if p.is_dir()} | {p for p in out.glob("*") if p.is_dir()},
+                    key=lambda p: len(p.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+
+
 def _prepare_export(out: Path, record: dict[str, Any], overwrite: bool) -> bool:
     """Claim export folder `out` for `record` -> True when it already holds this export complete.
 
-    A non-empty folder holding anything else (another export, other files) is refused unless `overwrite`,
-    which empties it; the same export is resumed.
+    A non-empty folder holding anything else is refused; `overwrite` replaces an earlier export (one with an
+    export record) by deleting only the files that export wrote. Other files are never deleted; the same
+    export is resumed.
     """
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"export folder {out} exists and is not a folder")
     marker = out / EXPORT_RECORD
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and folder_entries(out):
         old = read_json(marker, "export record") if marker.is_file() else None
         if old == record:
             return all(f.is_file() for split in SPLITS for f in _split_files(out, split))
+        if not isinstance(old, dict):
+            raise FileExistsError(f"export folder {out} is not empty and holds no {EXPORT_RECORD} (not an earlier "
+                                  f"export), so nothing in it is replaced{' even with --overwrite' * overwrite}; "
+                                  f"use an empty folder")
         if not overwrite:
-            what = f"an export of {old.get('dataset')}" if isinstance(old, dict) else f"no {EXPORT_RECORD}"
-            raise FileExistsError(f"export folder {out} is not empty and holds {what}, not this export of "
-                                  f"{record['dataset']} ({record['channel_order']}, quality {record['jpeg_quality']}); "
-                                  f"refusing to mix two datasets: use an empty folder, or --overwrite to replace "
-                                  f"its contents")
-        for p in out.iterdir():
-            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            raise FileExistsError(f"export folder {out} is not empty and holds an export of {old.get('dataset')}, "
+                                  f"not this export of {record['dataset']} ({record['channel_order']}, quality "
+                                  f"{record['jpeg_quality']}); refusing to mix two datasets: use an empty folder, or "
+                                  f"--overwrite to replace the earlier export's files")
+        _remove_export(out)
     write_json_atomic(marker, record)
     return False
 
@@ -372,18 +405,30 @@ def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
                      overwrite: bool = False) -> Path:
     """Write native dataset `root` in the original 3DIEBench(-T) layout at `out` (split files written last).
 
-    Resumable: re-running the same export completes the missing objects (a complete one is a no-op).
+    Resumable: re-running the same export completes the missing objects (a complete one is a no-op). The folder
+    is locked while it is written (a second export into it is refused).
     """
-    from tqdm import tqdm
-
     if channel_order not in CHANNEL_ORDERS:
         raise ValueError(f"channel_order must be one of {sorted(CHANNEL_ORDERS)}, got {channel_order!r}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ValueError(f"--jpeg-quality must be in [1, 100], got {jpeg_quality}")
     ds = NativeDataset(root)
     out = Path(out)
+    _check_apart(Path(root), out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export folder {out} exists and is not a folder")
     record = {"dataset": str(Path(root).resolve()), "dataset_created": ds.manifest["created"],
               "channel_order": channel_order, "jpeg_quality": jpeg_quality}
-    if _prepare_export(out, record, overwrite):
-        return out
+    with folder_lock(out, what="export folder"):
+        if not _prepare_export(out, record, overwrite):
+            _write_export(ds, root, out, channel_order, jpeg_quality, workers, progress)
+    return out
+
+
+def _write_export(ds: NativeDataset, root: str | os.PathLike, out: Path, channel_order: str, jpeg_quality: int,
+                  workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
     objs = list(range(len(ds)))
     for _ in tqdm(_pool_map(_export_one, objs, workers, _init_export, (str(root), str(out), channel_order,
                                                                         jpeg_quality)),
@@ -394,5 +439,4 @@ def export_3diebench(root: str | os.PathLike, out: str | os.PathLike, *, channel
         img_file, lab_file = _split_files(out, split)
         write_npy_atomic(img_file, np.array([object_path(ds, o) for o in idx], dtype=str))
         write_npy_atomic(lab_file, ds.labels[idx].astype(np.int64))
-    return out
 

@@ -52,13 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def fork_advice(cfg) -> str:
-    """The commands that follow the NaN guard's advice for run `cfg` (a fork with a 10x lower learning rate)."""
-    last = f"{cfg.run_dir}/checkpoints/last.ckpt"
-    lr = float(cfg.method.optim.lr) / LR_BACKOFF
-    return (f"to continue with a lower learning rate, fork the run from its last good checkpoint into a new folder:\n"
-            f"  ssl-eq pretrain <same overrides> resume_from={last} run_dir={cfg.run_dir}_lr{lr:g} "
-            f"method.optim.lr={lr:g}\n"
-            f"or to clip gradients in place: ssl-eq pretrain <same overrides> trainer.gradient_clip_val=VALUE")
+    """The NaN guard's advice for run `cfg` (ssl_eq.methods.resume.nan_advice)."""
+    from ssl_eq.methods.resume import nan_advice
+
+    return nan_advice(cfg, LR_BACKOFF)
 
 
 def run(args: argparse.Namespace) -> int:

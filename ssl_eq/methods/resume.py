@@ -7,6 +7,7 @@ to follow the NaN guard's advice to lower the learning rate.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from pathlib import Path
@@ -14,6 +15,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ssl_eq.utils.io import save_torch_atomic, write_json_atomic
+from ssl_eq.utils.lock import folder_lock
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
@@ -80,6 +85,126 @@ def check_fork(state: dict[str, Any], config: dict[str, Any], source: Path) -> N
         raise ValueError(f"resume_from={source}: the checkpoint was trained with other settings of {diffs}; a fork "
                          f"keeps the model and may change only method.optim.{{{', '.join(FORKABLE_OPTIM_KEYS)}}} and "
                          f"the trainer / checkpoint / data sections (give the same method / backbone / augment options)")
+
+
+def differs(section: str, old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Does config section `section` of a run folder's config.yaml (`old`) differ from the new run's? The data
+    section may name another data.root when the dataset's content digest is the same (the dataset moved); a
+    config.yaml from before digests were recorded is compared without one."""
+    a, b = old.get(section), new.get(section)
+    if section != "data" or not isinstance(a, dict) or not isinstance(b, dict):
+        return a != b
+    a, b = dict(a), dict(b)
+    if "digest" not in a:
+        b.pop("digest", None)
+    if a.get("root") != b.get("root") and a.get("digest") is not None and a.get("digest") == b.get("digest"):
+        a.pop("root"), b.pop("root")
+    return a != b
+
+
+def nan_advice(cfg: Any, lr_backoff: float) -> str:
+    """What to do after a NaN / inf loss in run `cfg`: the cause when the config shows one (a loss weight that is
+    not a finite float32), else a lower learning rate or gradient clipping. A fork from last.ckpt is proposed
+    only when that checkpoint exists."""
+    import math
+
+    f32_max = float(torch.finfo(torch.float32).max)
+    loss = cfg.method.get("loss") or {}
+    bad = [f"method.loss.{k}={v!r}" for k, v in loss.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool) and not (math.isfinite(v) and abs(v) <= f32_max)]
+    if bad:
+        return (f"cause: loss weight {', '.join(bad)} is not a finite float32 number; fix it and re-run the same "
+                f"command")
+    lr = float(cfg.method.optim.lr) / lr_backoff
+    last = Path(str(cfg.run_dir)) / CHECKPOINT_DIR / LAST
+    if not last.is_file():
+        return (f"no checkpoint was saved before the failure ({last} does not exist): re-run the same command with "
+                f"a lower learning rate, method.optim.lr={lr:g}, or with trainer.gradient_clip_val=VALUE")
+    return (f"to continue with a lower learning rate, fork the run from its last good checkpoint into a new folder:\n"
+            f"  ssl-eq pretrain <same overrides> resume_from={last} run_dir={cfg.run_dir}_lr{lr:g} "
+            f"method.optim.lr={lr:g}\n"
+            f"or to clip gradients in place: ssl-eq pretrain <same overrides> trainer.gradient_clip_val=VALUE")
+
+
+def run_lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """The run folder's lock, held by rank 0 only (DDP ranks re-run the same command in child processes)."""
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    return folder_lock(run_dir, what="run folder", enabled=getattr(rank_zero_only, "rank", 0) == 0)
+
+
+def trained_nothing(start_from: Path | None, last: Path, global_step: int) -> bool:
+    """True when the run resumed from its own last.ckpt and took no step (it had finished): rewriting it would
+    give the same weights new bytes."""
+    return start_from == last and last.is_file() and read_checkpoint(last).get("global_step") == global_step
+
+
+class ExactResume(pl.Callback):
+    """What makes a resumed run continue exactly as the uninterrupted one would have:
+
+    - the train loader's position: Lightning saves a stateful loader's state (ssl_eq.datasets.datamodule's
+      resumable loaders) in the fit-loop state, but restores it only into loaders built after the loops are
+      restored; a method that reads trainer.estimated_stepping_batches in configure_optimizers builds them
+      before, so this callback applies the saved state at train start (same epoch: continue after its batches);
+    - randomness: torch's RNG is seeded at every training batch from (seed, rank, the loader's epoch and batch
+      position), so the on-device augmentation (Kornia draws from torch's global RNG) and any other draw of a
+      step depend on the step alone, with no RNG state to carry.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._loader_states: list[dict[str, Any]] = []
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        fit_loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        self._loader_states = list((fit_loop.get("state_dict") or {}).get("combined_loader") or [])
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loaders = trainer.train_dataloader
+        loaders = loaders if isinstance(loaders, (list, tuple)) else [loaders]
+        stateful = [dl for dl in loaders if callable(getattr(dl, "load_state_dict", None))]
+        for loader, state in zip(stateful, self._loader_states):
+            loader.load_state_dict(state)
+        self._loader_states = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        import numpy as np
+
+        # the loader's own (epoch, batches handed out): Lightning's epoch and batch_idx can be off after a restart
+        # at an epoch's end (a run killed during validation)
+        position = getattr(trainer.train_dataloader, "position", None) or (trainer.current_epoch, batch_idx)
+        entropy = [self.seed, trainer.global_rank, *position]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with atomic local writes (temp file + rename): a full disk leaves no
+    truncated step=N.ckpt and is reported as out of space, naming the checkpoint folder."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        save_torch_atomic(checkpoint, path)
+
+
+def interrupted(error: BaseException, trainer: pl.Trainer) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the SystemExit Lightning raises after handling one."""
+    return isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and trainer.interrupted)
+
+
+def failure_status(error: BaseException, trainer: pl.Trainer) -> str:
+    """metrics.json status of a run that stopped on `error`."""
+    return "interrupted" if interrupted(error, trainer) else f"failed: {type(error).__name__}: {error}"
+
+
+def write_summary(path: Path, summary: dict[str, Any], failing: bool) -> None:
+    """Write metrics.json; when the run is already failing (e.g. the disk is full), a failed write must not hide
+    that error: the earlier metrics.json (status "running") stays."""
+    try:
+        write_json_atomic(path, summary)
+    except OSError:
+        if not failing:
+            raise
 
 
 class WallClock(pl.Callback):

@@ -16,8 +16,10 @@ from ssl_eq.methods.commands import CONFIG_GROUPS, group_options
 from ssl_eq.methods.config_check import check_config
 from ssl_eq.methods.base import BaseMethod
 from ssl_eq.methods.registry import get_method
-from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, OptimizerSettings, WallClock, check_fork,
-                                   optimizer_settings, read_checkpoint)
+from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, AtomicCheckpointIO, ExactResume, OptimizerSettings, WallClock,
+                                   check_fork, differs, failure_status, optimizer_settings, read_checkpoint, run_lock,
+                                   trained_nothing, write_summary)
+from ssl_eq.utils.finite import check_finite
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
@@ -172,6 +174,7 @@ def _fill_data_info(cfg: DictConfig, info: dict[str, Any]) -> None:
     data.num_classes = int(info["num_classes"])
     data.latent_schema = list(info["latent_schema"])
     data.variant = info["variant"]
+    data.digest = info.get("digest")
 
 
 def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
@@ -184,7 +187,7 @@ def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
         return
     old, new = OmegaConf.load(old_path), OmegaConf.to_container(cfg, resolve=True)
     old = OmegaConf.to_container(old, resolve=True)
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SECTIONS and old.get(k) != new.get(k))
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_SECTIONS and differs(k, old, new))
     if diff:
         raise ValueError(f"run folder {run_dir} holds a run with a different config (sections {diff} differ "
                          f"from {old_path}); pick a new run_dir, or to continue this run with other optimiser "
@@ -192,6 +195,15 @@ def _check_run_folder(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
+
+    The run folder is locked while the run writes it (RUN/.ssl_eq.lock; a second writer is refused).
+    """
+    with run_lock(Path(cfg.run_dir)):
+        return _pretrain(cfg)
+
+
+def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
 
     Validation runs as configured in `trainer` and once more at the end if the last one was at an earlier step,
@@ -209,6 +221,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     if OmegaConf.is_missing(cfg.data, "root"):
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
     check_config(cfg)
+    check_finite(cfg)
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
     last = run_dir / CHECKPOINT_DIR / LAST
@@ -218,13 +231,14 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     clock = WallClock(previous.get("wall_s", 0.0))
     trainer = pl.Trainer(
         **trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
         callbacks=[
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step={step}", auto_insert_metric_name=False,
                             every_n_train_steps=cfg.checkpoint.every_n_steps, save_top_k=-1),
             ModelCheckpoint(dirpath=run_dir / "checkpoints", every_n_train_steps=cfg.checkpoint.last_every_n_steps,
                             save_top_k=0, save_last=True),
-            LearningRateMonitor("step"), clock, *([optim_change] if optim_change else []),
+            LearningRateMonitor("step"), clock, ExactResume(cfg.seed), *([optim_change] if optim_change else []),
         ],
     )
     world = trainer.world_size
@@ -258,22 +272,25 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         rank_zero_info(f"validation skipped: split {dm.val_split!r} of {cfg.data.root} is empty")
         trainer.limit_val_batches = 0
     _check_run_folder(run_dir, cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_method(cfg)  # before config.yaml: a bad method option leaves no run folder behind
     if trainer.is_global_zero:
         write_atomic(run_dir / "config.yaml", lambda p: OmegaConf.save(cfg, p, resolve=True))
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_method(cfg)
     status = "completed"
     metrics: dict[str, torch.Tensor] = {}
     if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
         write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
     try:
         trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
-        trainer.save_checkpoint(last)
+        if not trained_nothing(start_from, last, trainer.global_step):  # a finished run's last.ckpt stays as it is
+            trainer.save_checkpoint(last)
         if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
             metrics.update(trainer.callback_metrics)  # validate() resets them
             trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
     except BaseException as e:
-        status = f"failed: {type(e).__name__}: {e}"
+        status = failure_status(e, trainer)
+        if status == "interrupted":
+            raise KeyboardInterrupt(f"interrupted at step {trainer.global_step}") from e
         raise
     finally:
         metrics.update(trainer.callback_metrics)
@@ -286,5 +303,5 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         if status != "completed" and trainer.global_step < previous.get("global_step", 0):
             summary = previous  # failed before the checkpoint was restored: the earlier record stands
         if trainer.is_global_zero:
-            write_json_atomic(summary_file, summary)
+            write_summary(summary_file, summary, failing=status != "completed")
     return summary

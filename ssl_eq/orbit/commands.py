@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, choices=sorted(SOURCES),
                    help="render objects of another source instead (default: the run's dataset's)")
     p.add_argument("--source-root", default=None, help="root folder of --source mesh-folder / shapenet")
+    p.add_argument("--data", default=None, help="dataset folder of the runs, when it moved since training "
+                                                "(default: the one each RUN_DIR/config.yaml names)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (rendering and encoding)")
     p.add_argument("--batch-size", type=int, default=128, help="frames per renderer / encoder call")
     p.add_argument("--html", action="store_true",
@@ -43,6 +45,6 @@ def _run(args: argparse.Namespace) -> int:
 
     latents = [",".join(n.strip() for n in item.split(",")) for item in args.latent] if args.latent else None
     opts = OrbitOptions(latents=latents, range=args.range, steps=args.steps, objects=args.objects,
-                        source=args.source, source_root=args.source_root, device=args.device,
+                        source=args.source, source_root=args.source_root, data=args.data, device=args.device,
                         batch_size=args.batch_size, html=args.html)
     return analyse(args.run_dirs, args.out, opts, debug=args.debug)

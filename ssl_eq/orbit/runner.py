@@ -59,6 +59,7 @@ class OrbitOptions:
     objects: int = 8
     source: str | None = None
     source_root: str | None = None
+    data: str | None = None                 # dataset folder instead of the one each run's config.yaml names (moved)
     device: str = "auto"
     batch_size: int = 128
     html: bool = False                      # also write OUT/orbit_explorer.html
@@ -108,7 +109,7 @@ def load_probe_heads(run_dir: Path, digest: str, notes: list[str]) -> dict[str, 
     heads = {}
     for path in sorted(run_dir.glob(PROBE_HEADS)):
         head, meta = FittedHead.load(path)
-        if meta.get("checkpoint_sha256") != digest:
+        if meta.get("checkpoint_digest") != digest:
             notes.append(f"{path.name}: trained on another checkpoint; re-run `ssl-eq probe` (skipped)")
             continue
         heads[path.stem.removeprefix("rotation_head_")] = (head, meta["feature"])
@@ -259,7 +260,7 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
     if path.is_file():
         try:
             old = read_json(path, "orbit.json")
-            if old.get("checkpoint_sha256") == header["checkpoint_sha256"]:
+            if old.get("checkpoint_digest") == header["checkpoint_digest"]:
                 # entries keyed before the source was part of the key ("<latent>/<range>") are replaced
                 orbits = {k: v for k, v in old.get("orbits", {}).items() if "@" in k}
         except ValueError:
@@ -268,7 +269,7 @@ def write_orbit_json(run_dir: Path, header: dict[str, Any], records: dict[str, d
     return write_json_atomic(path, _finite({**header, "definitions": M.DEFINITIONS, "orbits": orbits}))
 
 
-def _dataset_of(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _dataset_of(run_dir: Path, data: str | None = None) -> tuple[Path, dict[str, Any]]:
     from omegaconf import OmegaConf
 
     from ssl_eq.datasets.native import read_manifest
@@ -276,14 +277,14 @@ def _dataset_of(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     cfg = run_dir / "config.yaml"
     if not cfg.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml (not a run folder)")
-    root = OmegaConf.select(OmegaConf.load(cfg), "data.root", default=None)
+    root = data or OmegaConf.select(OmegaConf.load(cfg), "data.root", default=None)
     if not root:
         raise ValueError(f"{cfg} names no dataset (data.root)")
     try:
         return Path(str(root)), read_manifest(root)
     except (FileNotFoundError, NotADirectoryError) as e:
         raise FileNotFoundError(f"{run_dir}: its dataset is not available here ({e}); the manifest names the "
-                                "objects and scene to render") from e
+                                "objects and scene to render (moved? pass --data DIR)") from e
 
 
 class OrbitAnalysis:
@@ -322,13 +323,13 @@ class OrbitAnalysis:
     def run(self, run_dir: str | Path) -> list[str]:
         """Analyse one run folder -> error messages of the orbits that could not be analysed (empty: all done)."""
         from ssl_eq.methods import load_run
-        from ssl_eq.probes.features import file_digest
+        from ssl_eq.utils.identity import weights_digest
 
         run_dir = Path(run_dir)
         name = self.run_name(run_dir)
         if not (run_dir / CHECKPOINT).is_file():
             raise FileNotFoundError(f"{run_dir}: no checkpoint at {run_dir / CHECKPOINT}")
-        dataset, manifest = _dataset_of(run_dir)
+        dataset, manifest = _dataset_of(run_dir, self.opts.data)
         objects = self.objects_for(dataset, manifest)
         check_orbit(objects=len(objects.refs), steps=self.opts.steps, image_size=objects.settings.image_size)
         schema = list(manifest["latent_schema"])
@@ -345,7 +346,7 @@ class OrbitAnalysis:
         if not todo:
             return errors
         model = load_run(run_dir, map_location=self.device)
-        digest = file_digest(run_dir / CHECKPOINT)
+        digest = weights_digest(run_dir / CHECKPOINT)
         head_notes: list[str] = []
         heads = load_probe_heads(run_dir, digest, head_notes)
         records = {}
@@ -371,7 +372,7 @@ class OrbitAnalysis:
             self.strips.setdefault(key, frames[0].numpy())
             self.sheets.setdefault(key, frames.numpy())
         write_orbit_json(run_dir, {
-            "run": str(run_dir), "method": type(model).__name__, "checkpoint_sha256": digest,
+            "run": str(run_dir), "method": type(model).__name__, "checkpoint_digest": digest,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "dataset": str(dataset), "source": objects.describe}, records)
         return errors

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ssl_eq.utils.io import atomic_path
+from ssl_eq.utils.io import save_torch_atomic
+
+log = logging.getLogger(__name__)
 
 REPRESENTATION_PARTS = ("full", "inv", "equi")
 EMBEDDING_PARTS = ("inv", "equi")
@@ -112,7 +115,7 @@ def arrange_object_major(flat: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def file_digest(path: str | Path) -> str:
-    """sha256 hex digest of a file (checkpoint identity for the feature cache)."""
+    """sha256 hex digest of a file (the checkpoint identity of results written before `checkpoint_digest`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_HASH_CHUNK), b""):
@@ -127,12 +130,11 @@ def load_cached(path: Path, key: dict[str, Any]) -> dict[str, Tensor] | None:
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged cache (killed write, full disk) is rebuilt, not fatal
-        print(f"warning: {path}: unreadable feature cache ({type(e).__name__}); extracting the features again")
+        log.warning("%s: unreadable feature cache (%s); extracting the features again", path, type(e).__name__)
         return None
     return stored["features"] if isinstance(stored, dict) and stored.get("key") == key else None
 
 
 def save_cached(path: Path, key: dict[str, Any], features: dict[str, Tensor]) -> None:
-    """Atomically store features with their cache key (checkpoint digest + dataset identity)."""
-    with atomic_path(path) as tmp:
-        torch.save({"key": key, "features": features}, tmp)
+    """Atomically store features with their cache key (weights digest + dataset content digest, split, settings)."""
+    save_torch_atomic({"key": key, "features": features}, path)

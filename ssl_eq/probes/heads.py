@@ -84,15 +84,13 @@ class FittedHead:
 
     def save(self, path: str | Path, **meta: Any) -> Path:
         """Atomically write the head (state dict, sizes, standardisation) and JSON-able `meta` to `path`."""
-        from ssl_eq.utils.io import atomic_path
+        from ssl_eq.utils.io import save_torch_atomic
 
         linear = [m for m in self.head.modules() if isinstance(m, nn.Linear)]
         payload = {"state_dict": self.head.state_dict(), "in_dim": linear[0].in_features,
                    "out_dim": linear[-1].out_features, "hidden": list(self.hidden), "mean": self.mean,
                    "std": self.std, "meta": meta}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        return Path(path)
+        return save_torch_atomic(payload, path)
 
     @classmethod
     def load(cls, path: str | Path) -> tuple["FittedHead", dict[str, Any]]:

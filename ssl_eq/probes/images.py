@@ -1,5 +1,5 @@
 """Probes of runs on single-image datasets (image folder, CIFAR-100, TinyImageNet), e.g. seq-JEPA with
-`method.action=aug` (../shared/reference/seq-jepa.md §5).
+`method.action=aug` (docs/reference/seq-jepa.md §5).
 
 The per-view probes (`linear`) use the cached features of the original images, only resized and normalised (the
 reference's `orig_img`). A model whose actions are its augmentations also sees each image through V random views
@@ -14,6 +14,7 @@ encoder outputs and `aug/params` (K, V, P) the raw recorded parameters of `metho
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from ssl_eq.probes import metrics as M
 from ssl_eq.probes.features import frozen_eval, load_cached, save_cached
 from ssl_eq.probes.heads import fit_head
 from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
+
+log = logging.getLogger(__name__)
 
 AUG_GROUPS = {"crop": ("crop_y0", "crop_x0", "crop_h", "crop_w"),
               "jitter": ("brightness", "contrast", "saturation", "hue"),
@@ -80,7 +83,7 @@ def add_augmented_features(model: Any, source: Any, feats: dict[str, dict[str, T
         key, cache = {**keys[split], "augmented_views": views}, out_dir / f"features_aug_{split}.pt"
         aug = load_cached(cache, key)
         if aug is None:
-            print(f"features [{split}]: {views} augmented views per image -> {cache}")
+            log.info("features [%s]: %d augmented views per image -> %s", split, views, cache)
             aug = extract_augmented(model, source, split_feats["object_index"], views,
                                     int(cfg["seed"]) + (split == "val"), int(cfg["extraction"]["batch_size"]), device)
             save_cached(cache, key, aug)

@@ -1,5 +1,10 @@
 """`ssl-eq probe`: load a run, extract (or reuse) frozen features, run the selected probes, write RUN/probe/.
 
+Results are keyed by what they depend on: the checkpoint's weights (`checkpoint_digest`, unchanged when
+last.ckpt is rewritten with the same weights) and the dataset's content (`dataset.digest`, unchanged when the
+dataset is moved). The run's own dataset writes RUN/probe/; another dataset gets RUN/probe/data-<digest>/
+(same layout), so probing another dataset never erases the run's results.
+
 Outputs: RUN/probe/probe.json (every metric with its definition, the protocol and conventions, the config used,
 per-probe status and epoch selection),
 RUN/probe/tb/ (TensorBoard scalars), RUN/probe/*.png, RUN/probe/features_<split>.pt (feature cache),
@@ -10,6 +15,7 @@ A probe that cannot apply or fails is recorded with its reason; the others still
 from __future__ import annotations
 
 import datetime
+import errno
 import logging
 import traceback
 from pathlib import Path
@@ -20,9 +26,11 @@ from omegaconf import OmegaConf
 
 from ssl_eq.config import config_dir
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
-from ssl_eq.probes.features import extract_features, file_digest, load_cached, save_cached
+from ssl_eq.probes.config_check import check_probe_config
+from ssl_eq.probes.features import extract_features, load_cached, save_cached
 from ssl_eq.probes.targets import MissingLatents
 from ssl_eq.probes.tasks import PROBES, ProbeContext, ProbeSkipped
+from ssl_eq.utils.identity import dataset_digest, weights_digest
 from ssl_eq.utils.io import read_json_object, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ PROBE_DIR = "probe"
 PROBE_FILE = "probe.json"
 DATASET_CONFIG_KEY = "data.root"  # where a run's config.yaml names its dataset folder
 DEFAULT_PROTOCOL = "default"
+OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
 RUN_CONVENTION = "run"  # probe convention value: use the run's data.* setting
 # what a run's config.yaml says about its data conventions (absent in runs made before they existed)
 RUN_CONVENTION_KEYS = {"quaternion_sign": ("data.quaternion_sign", DEFAULT_QUATERNION_SIGN),
@@ -60,6 +69,8 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
         raise FileNotFoundError(f"probe config not found: {path}")
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     _check_sections(cfg, path)
+    default = OmegaConf.to_container(OmegaConf.load(config_dir() / "probe" / f"{DEFAULT_PROTOCOL}.yaml"), resolve=True)
+    check_probe_config(cfg, default, path)
     cfg.setdefault("protocol", path.stem)
     if epochs is not None:
         if epochs < 1:
@@ -107,6 +118,10 @@ def evaluate(ctx: ProbeContext, names: list[str], cfg: dict[str, Any]) -> dict[s
             result = PROBES[name](ctx, section)
         except (ProbeSkipped, MissingLatents) as e:
             record.update(status="skipped", reason=str(e))
+        except OSError as e:
+            if e.errno in OUT_OF_SPACE:  # every probe would fail: stop, naming the folder
+                raise
+            record.update(status="error", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         except Exception as e:  # noqa: BLE001 - one failing probe must not lose the others
             record.update(status="error", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
         else:
@@ -213,15 +228,15 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     for w in warnings:
         log.warning(w)
 
-    out_dir = run_dir / PROBE_DIR
-    digest = file_digest(ckpt)
+    data_id = dataset_digest(source.manifest)
+    out_dir = probe_dir(run_dir, data_id)
+    digest = weights_digest(ckpt)
     feats, keys = {}, {}
     for split in ("train", "val"):
         if not len(source.split_indices(split)):
             raise ValueError(f"{data_dir}: the {split!r} split has no objects; probes train on 'train' and score on "
                              f"'val': render / import the dataset with both (--val-fraction > 0 or --split-file)")
-        key = {"checkpoint_sha256": digest, "dataset": str(data_dir.resolve()),
-               "dataset_created": source.manifest.get("created"), "split": split,
+        key = {"checkpoint_digest": digest, "dataset_digest": data_id, "split": split,
                "max_objects": cfg["extraction"].get("max_objects"),
                "batchnorm": cfg["extraction"].get("batchnorm", "eval")}
         feats[split] = _split_features(model, source, split, out_dir / f"features_{split}.pt", key, cfg, device)
@@ -235,7 +250,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
                        log_scalar=writer.add_scalar, quaternion_sign=conventions["quaternion_sign"],
                        colour_targets=conventions["colour_targets"], run_conventions=conventions["run"],
                        device=device,
-                       save_head=lambda name, head, **meta: head.save(out_dir / f"{name}.pt", checkpoint_sha256=digest,
+                       save_head=lambda name, head, **meta: head.save(out_dir / f"{name}.pt", checkpoint_digest=digest,
                                                                        **meta))
     try:
         results = evaluate(ctx, names, cfg)
@@ -243,7 +258,7 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
         writer.close()
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for record in results["probes"].values():
-        record.update(created=created, checkpoint_sha256=digest)
+        record.update(created=created, checkpoint_digest=digest)
     report = {
         "run": str(run_dir),
         "method": type(model).__name__,
@@ -252,9 +267,10 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
         "headline_r2": cfg.get("headline_r2", "r2_pooled"),
         "conventions": {**conventions, "feature_batchnorm": cfg["extraction"].get("batchnorm", "eval")},
         "checkpoint": str(ckpt),
-        "checkpoint_sha256": digest,
+        "checkpoint_digest": digest,
+        "probe_dir": str(out_dir),
         "created": created,
-        "dataset": {"root": str(data_dir), "variant": source.variant, "image_size": source.image_size,
+        "dataset": {"root": str(data_dir), "digest": data_id, "variant": source.variant, "image_size": source.image_size,
                     "views": source.views, "latent_schema": list(source.latent_schema),
                     "objects": {s: int(f["labels"].shape[0]) for s, f in feats.items()}},
         "config": cfg,
@@ -267,7 +283,23 @@ def run_probes(run_dir: str | Path, data: str | Path | None = None, probes: str 
     return report
 
 
-def read_previous_report(path: Path) -> dict[str, Any] | None:
+def probe_dir(run_dir: Path, data_id: str) -> Path:
+    """RUN/probe for the run's own dataset (the one its probe.json was measured on, else its config's data.root),
+    RUN/probe/data-<digest[:12]> for any other dataset."""
+    home = run_dir / PROBE_DIR
+    recorded = ((read_previous_report(home / PROBE_FILE, quiet=True) or {}).get("dataset") or {}).get("digest")
+    if recorded is None:
+        from ssl_eq.datasets.native import read_manifest
+
+        own = _dataset_from_run(run_dir)
+        try:
+            recorded = dataset_digest(read_manifest(own)) if own else None
+        except (OSError, ValueError):
+            recorded = None  # the run's dataset is not here (moved): the first dataset probed takes RUN/probe
+    return home if recorded in (None, data_id) else home / f"data-{data_id[:12]}"
+
+
+def read_previous_report(path: Path, quiet: bool = False) -> dict[str, Any] | None:
     """An earlier probe.json to merge into, or None (absent; unreadable ones are reported and replaced)."""
     if not path.is_file():
         return None
@@ -276,7 +308,8 @@ def read_previous_report(path: Path) -> dict[str, Any] | None:
         if not isinstance(old.get("probes"), dict):
             raise ValueError(f"{path}: no 'probes' mapping")
     except ValueError as e:
-        log.warning("%s; its earlier results cannot be kept", e)
+        if not quiet:
+            log.warning("%s; its earlier results cannot be kept", e)
         return None
     return old
 
@@ -284,15 +317,22 @@ def read_previous_report(path: Path) -> dict[str, Any] | None:
 def merge_reports(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     """probe.json after a probe run: `new`'s probes replace their own entries of `old`, the others are kept.
 
-    Entries are kept only when they were measured on the same checkpoint, dataset and extraction settings;
-    otherwise they are dropped with a warning (they would describe another model). Every record carries its
-    own `config`, `created` and `checkpoint_sha256`; top-level `created` / `config` are the latest run's.
+    Entries are kept only when they were measured on the same weights, dataset content and extraction settings;
+    otherwise they are dropped with a warning (they would describe another model). A probe that fails where
+    the old report has a good result of the same model keeps that result (the failure goes to `failed`). Every
+    record carries its own `config`, `created` and `checkpoint_digest`; top-level `created` / `config` are the
+    latest run's.
     """
     if not old:
         return new
-    same = (old.get("checkpoint_sha256") == new["checkpoint_sha256"]
-            and (old.get("dataset") or {}).get("root") == new["dataset"]["root"]
+    same = (old.get("checkpoint_digest") == new["checkpoint_digest"]
+            and (old.get("dataset") or {}).get("digest") == new["dataset"]["digest"]
             and (old.get("config") or {}).get("extraction") == new["config"].get("extraction"))
+    failed = [n for n, r in new["probes"].items() if same and r["status"] == "error"
+              and (old["probes"].get(n) or {}).get("status") == "ok"]
+    # a failed re-run never replaces a good result of the same model and data: it is listed in `failed`
+    new["failed"] = {n: new["probes"][n] for n in failed}
+    new["probes"] = {n: r for n, r in new["probes"].items() if n not in failed}
     kept = {n: {**r, "created": r.get("created", old.get("created"))} for n, r in old["probes"].items()
             if n not in new["probes"]}
     if not same:
@@ -323,5 +363,7 @@ def format_summary(report: dict[str, Any]) -> str:
         lines.append(f"{name}:")
         lines += [f"  {metric:<28} {value:.4f}" for metric, value in record["metrics"].items()]
         lines += [f"  note: {note}" for note in record["notes"]]
-    lines.append(f"wrote {Path(report['run']) / PROBE_DIR / 'probe.json'}")
+    for name, record in (report.get("failed") or {}).items():
+        lines.append(f"{name}: error this time - {record['reason']} (the earlier result above is kept)")
+    lines.append(f"wrote {Path(report.get('probe_dir') or Path(report['run']) / PROBE_DIR) / PROBE_FILE}")
     return "\n".join(lines)

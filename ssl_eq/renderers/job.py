@@ -9,6 +9,7 @@ batching or resume order.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import math
@@ -23,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import native
+from ..utils.lock import folder_entries, folder_lock
 from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
 from .sources import MeshLoadError, ObjectRef, make_source, select_objects
@@ -75,6 +77,10 @@ class RenderConfig:
             self.supersample = next((k for size, k in AUTO_SUPERSAMPLE if self.size <= size), 1)
         if self.camera not in CAMERA_PRESETS:
             raise ValueError(f"--camera must be one of {sorted(CAMERA_PRESETS)}, got {self.camera!r}")
+        for name in ("camera_distance", "fov", "rotation_range", "val_fraction"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if not 0 < self.rotation_range <= 180:
             raise ValueError(f"--rotation-range is in degrees and must be in (0, 180], got {self.rotation_range}")
         try:
@@ -141,7 +147,7 @@ def _prepare_output(cfg: RenderConfig) -> Path:
             diff = sorted(k for k in set(old) | set(cfg.identity()) if old.get(k) != cfg.identity().get(k))
             raise FileExistsError(f"{out} holds a dataset rendered with a different config (differs in: "
                                   f"{', '.join(diff)}); use another --out, or --overwrite to replace it")
-    elif out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+    elif out.is_dir() and folder_entries(out) and not cfg.overwrite:
         raise FileExistsError(f"--out {out} is not empty and holds no {RENDER_CONFIG}; refusing to write into it "
                               f"(use an empty folder, or --overwrite)")
     if cfg.overwrite:
@@ -153,6 +159,16 @@ def _prepare_output(cfg: RenderConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg_path, cfg.identity())
     return out
+
+
+def _out_of_space(error: OSError, out: Path, shard: str) -> OSError | None:
+    """A failed shard write as out of space naming the folder, when it is one (None otherwise): numpy reports
+    a short write ("N requested and M written") without an errno."""
+    short_write = error.errno is None and "requested and" in str(error)
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT) and not short_write:
+        return None
+    return OSError(errno.ENOSPC, f"writing {shard}: No space left on device (out of space; nothing partial was "
+                                 f"left, complete shards are kept)", str(out))
 
 
 def _read_split_file(path: str) -> set[str]:
@@ -180,6 +196,7 @@ class RenderJob:
         self.synset_of = {r.class_name: r.synset for r in self.refs}
         k = cfg.objects_per_shard
         self.shards = [self.refs[i:i + k] for i in range(0, len(self.refs), k)]
+        self.val_ids = self._val_ids()
 
     def my_shards(self) -> list[int]:
         index = self.cfg.shard_index or 0
@@ -193,6 +210,15 @@ class RenderJob:
         return skipped.exists() and read_json_object(skipped, "skip record").get("num_rendered") == 0
 
     def run(self) -> dict:
+        """Render this process's shards under the output folder's lock (one writer per shard)."""
+        cfg = self.cfg
+        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise NotADirectoryError(f"--out {cfg.out} exists and is not a folder")
+        shard = f"render-shard-{cfg.shard_index or 0}-of-{cfg.num_shards}" if cfg.num_shards > 1 else "render"
+        with folder_lock(Path(cfg.out), shard, what="render output folder"):
+            return self._run()
+
+    def _run(self) -> dict:
         from .renderer import MeshTensors, SceneRenderer, resolve_device
 
         cfg = self.cfg
@@ -220,10 +246,15 @@ class RenderJob:
                               {"num_rendered": len(kept), "skipped": skipped})
             if kept:
                 images, latents = self._render_shard(renderer, meshes, kept, bar)
-                native.write_shard(out, index, images=images, latents=latents.astype(np.float32),
-                                   labels=np.array([self.label_of[r.class_name] for r in kept], np.int64),
-                                   object_ids=[r.object_id for r in kept], encoding=cfg.encoding,
-                                   jpeg_quality=cfg.jpeg_quality)
+                try:
+                    native.write_shard(out, index, images=images, latents=latents.astype(np.float32),
+                                       labels=np.array([self.label_of[r.class_name] for r in kept], np.int64),
+                                       object_ids=[r.object_id for r in kept], encoding=cfg.encoding,
+                                       jpeg_quality=cfg.jpeg_quality)
+                except OSError as e:
+                    if (full := _out_of_space(e, out, native.shard_name(index))) is None:
+                        raise
+                    raise full from e
             bar.set_postfix(shards=f"{index + 1}/{len(self.shards)}")
         bar.close()
         merged = self.merge_manifest(out)
@@ -276,14 +307,20 @@ class RenderJob:
             })
         return True
 
+    def _val_ids(self) -> set[str] | None:
+        """The --split-file's validation ids, checked against the objects (before anything is rendered)."""
+        if not self.cfg.split_file:
+            return None
+        val = _read_split_file(self.cfg.split_file)
+        missing = val - {r.object_id for r in self.refs}
+        if missing:
+            raise ValueError(f"--split-file {self.cfg.split_file} names {len(missing)} objects not in the "
+                             f"dataset, e.g. {sorted(missing)[:3]}")
+        return val
+
     def _split(self, refs: list[ObjectRef]) -> dict[str, list[str]]:
-        if self.cfg.split_file:
-            val = _read_split_file(self.cfg.split_file)
-            missing = val - {r.object_id for r in self.refs}
-            if missing:
-                raise ValueError(f"--split-file {self.cfg.split_file} names {len(missing)} objects not in the "
-                                 f"dataset, e.g. {sorted(missing)[:3]}")
-            return {"train": [r.object_id for r in refs if r.object_id not in val],
-                    "val": [r.object_id for r in refs if r.object_id in val]}
+        if self.val_ids is not None:
+            return {"train": [r.object_id for r in refs if r.object_id not in self.val_ids],
+                    "val": [r.object_id for r in refs if r.object_id in self.val_ids]}
         return native.stratified_split([r.object_id for r in refs], [self.label_of[r.class_name] for r in refs],
                                        self.cfg.val_fraction, seed=self.cfg.seed)

@@ -21,7 +21,7 @@ def state_dict_digest(state: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim: as (1,)
     return h.hexdigest()
 
 
@@ -32,3 +32,11 @@ def weights_digest(checkpoint: str | Path) -> str:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{checkpoint}: not a checkpoint with a state_dict of tensors")
     return state_dict_digest(state)
+
+
+def dataset_digest(manifest: Mapping) -> str:
+    """Identity of a dataset's *content*: sha256 of its manifest (objects, shards, split, render settings) as
+    canonical JSON. The dataset's path is not part of it, so a moved dataset keeps its identity."""
+    import json
+
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()

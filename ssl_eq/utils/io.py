@@ -5,6 +5,7 @@ A reader (or a killed writer) never sees a half-written file under the final nam
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -107,3 +108,21 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_torch_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save `obj` atomically. Serialised in memory first, so a full disk raises a plain OSError (ENOSPC)
+    naming `path` instead of torch's "unexpected pos", and leaves no partial file under `path`."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    try:
+        return write_atomic(path, lambda p: p.write_bytes(buffer.getbuffer()))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"out of space writing {Path(path).name} ({len(buffer.getbuffer())} bytes; "
+                                   f"nothing partial was left)", str(Path(path).parent)) from e
+        raise
