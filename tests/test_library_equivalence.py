@@ -151,18 +151,21 @@ def test_hsv_to_rgb_equals_colorsys():
 # ---------------------------------------------------------------------------------------------- online R² (methods)
 def test_online_rotation_r2_metric_is_the_variance_weighted_r2_over_all_batches():
     """The val R² accumulated batch by batch (torchmetrics R2Score, as BaseMethod logs it) is the R² of the whole
-    split with per-output means and pooled sums: 1 − Σᵢₖ(yᵢₖ−ŷᵢₖ)² / Σₖ Σᵢ(yᵢₖ−ȳₖ)²."""
-    from torchmetrics import R2Score
+    split with per-output means and pooled sums: 1 − Σᵢₖ(yᵢₖ−ŷᵢₖ)² / Σₖ Σᵢ(yᵢₖ−ȳₖ)²; NaN for a one-item split."""
+    from ssl_eq.methods.base import SplitR2Score
     worst = 0.0
     for pred, y, _, _ in _cases(30):
         if y.shape[1] == 1 or len(y) < 10:
             continue
-        metric = R2Score(multioutput="variance_weighted")
+        metric = SplitR2Score()
         for chunk in torch.arange(len(y)).tensor_split(3):
             metric.update(pred[chunk], y[chunk])
         expected = 1 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
         worst = max(worst, abs(metric.compute().item() - expected.item()))
     assert worst < 1e-5
+    one = SplitR2Score()
+    one.update(torch.randn(1, 4, generator=GEN), torch.randn(1, 4, generator=GEN))
+    assert one.compute().isnan()  # R² is undefined for one sample (torchmetrics raises)
 
 
 # ---------------------------------------------------------------------------------------------- renderer (PyTorch3D)

@@ -8,6 +8,7 @@ its projection (`project`) and its loss (`step_loss`, free of side effects: vali
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,6 +37,17 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 class NonFiniteLossError(RuntimeError):
     """Training stopped because the loss became NaN / inf (the last checkpoint is left untouched)."""
+
+
+class SplitR2Score(R2Score):
+    """torchmetrics' variance-weighted R² over a whole split (all batches, all ranks): 1 − Σ SS_res / Σₖ SS_tot,ₖ.
+    NaN for a split of fewer than two samples, where R² is undefined (torchmetrics raises)."""
+
+    def __init__(self) -> None:
+        super().__init__(multioutput="variance_weighted")
+
+    def compute(self) -> Tensor:
+        return super().compute() if self.total > 1 else torch.tensor(math.nan, device=self.total.device)
 
 
 @dataclass
@@ -77,8 +89,7 @@ class BaseMethod(pl.LightningModule):
         self.total_steps = 1
         self._last_finite_loss: float | None = None
         self.validated_at_step: int | None = None      # global step of the last completed validation
-        # R² of the online rotation probe over the whole val split (all ranks): 1 − Σ SS_res / Σ_k SS_tot,k
-        self.val_rotation_r2 = R2Score(multioutput="variance_weighted")
+        self.val_rotation_r2 = SplitR2Score()  # the online rotation probe's R² over the whole val split
 
     # ------------------------------------------------------------------ hooks for methods
     def build_heads(self) -> None:

@@ -18,6 +18,7 @@ from ssl_eq.probes import metrics as M
 from ssl_eq.probes.context import ProbeContext, ProbeResult, ProbeSkipped, head_config, loss_logger
 from ssl_eq.probes.features import frozen_eval
 from ssl_eq.probes.heads import fit_head
+from ssl_eq.probes.images import aug_aggregate
 from ssl_eq.probes.targets import columns
 
 AGG_KEY = "rep/full"  # per-view encoder outputs the aggregate is computed from
@@ -58,14 +59,13 @@ def aggregate_features(model: Any, feats: dict[str, Tensor], schema: list[str], 
 
 def probe_agg_linear(ctx: ProbeContext, cfg: dict) -> ProbeResult:
     """Linear classification of z_AGG over each configured M_val (train objects -> val objects)."""
-    from ssl_eq.probes.images import aug_aggregate  # (images imports this module's registry)
-
     model = ctx.model
     if model is None or not hasattr(model, "aggregate"):
         raise ProbeSkipped("the model has no sequence aggregate (seq-JEPA only)")
     result = ProbeResult()
     n, chunk = int(cfg["sequences_per_object"]), int(cfg["chunk"])
-    views = min(ctx.train[AGG_KEY].shape[1], ctx.val[AGG_KEY].shape[1])
+    # views per object: the dataset's, or the augmented views of each image (method.action=aug)
+    views = min(f["aug/rep" if "aug/rep" in f else AGG_KEY].shape[1] for f in (ctx.train, ctx.val))
     m_vals = sorted({min(int(m), views) for m in cfg["m_val"]})
     if max(int(m) for m in cfg["m_val"]) > views:
         result.notes.append(f"probes.agg_linear.m_val {list(cfg['m_val'])}: the dataset has {views} views per "
