@@ -209,7 +209,11 @@ def write_summary(path: Path, summary: dict[str, Any], failing: bool) -> None:
 
 class WallClock(pl.Callback):
     """Wall time of a run summed over resumes, stored in every checkpoint (a killed process loses at most the
-    time since its last checkpoint). `previous_s`: the time recorded in metrics.json by an earlier process."""
+    time since its last checkpoint). `previous_s`: the time recorded in metrics.json by an earlier process.
+
+    Kept instead of Lightning's `Timer`: that one counts from `on_train_start` only (not the data set-up and
+    model build a budget includes) and restores nothing for a process killed before its first checkpoint,
+    whose time metrics.json still holds."""
 
     def __init__(self, previous_s: float = 0.0) -> None:
         self.previous_s = float(previous_s)
