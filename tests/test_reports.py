@@ -178,6 +178,26 @@ def test_runs_differing_only_in_seed_are_one_row_with_mean_and_std(tmp_path):
     assert f"± {S.sig3(std)} sd (seeds: {S.sig3(r2[0])}, {S.sig3(r2[1])})" in cell
 
 
+def test_demo_seeds_group_although_their_configs_hold_paths_under_their_run_dirs(tmp_path):
+    """The 3-seed demo's case: config.yaml is the resolved composed config, whose logger save_dir follows
+    ${run_dir}; seeds still form one group, while a run with another budget stays apart."""
+    from omegaconf import OmegaConf
+
+    def demo_run(name: str, seed: int, *extra: str) -> str:
+        run = rotation_run(tmp_path, name, "sie", "equi", skill=0.5, seed=seed)
+        cfg = compose_config(["experiment=demo_sie", f"run_dir={run}", f"seed={seed}", *extra])
+        OmegaConf.save(cfg, Path(run) / "config.yaml", resolve=True)
+        return run
+
+    runs = [demo_run(f"sie_s{s}", s) for s in range(3)] + [demo_run("sie_long", 0, "trainer.max_steps=999")]
+    saved = [OmegaConf.load(Path(r) / "config.yaml") for r in runs[:2]]
+    assert saved[0].logger.tensorboard.save_dir != saved[1].logger.tensorboard.save_dir  # what used to split them
+    assert main(["report", *runs, "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    head = next(rows for title, rows in markdown_tables(md).items() if title.startswith("Headline"))
+    assert [(r[0], r[head[0].index("seeds")]) for r in head[2:]] == [("sie (3 seeds)", "0, 1, 2"), ("sie_long", "0")]
+
+
 def test_report_leads_with_the_headline_and_keeps_published_sources_apart(tmp_path):
     """probe.json files without per-object values (older probes): numbers without intervals, no verdicts."""
     base = {"rotation/r2_pooled_mean_baseline": 0.27, "rotation/r2_uniform_mean_baseline": 0.49,

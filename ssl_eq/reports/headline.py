@@ -104,16 +104,30 @@ def _value(run: Any, q: Quantity, part: str) -> float | None:
     return run.probe.get("metrics", {}).get(q.key.format(part=part))
 
 
+def _without_run_dir(value: Any, run_dir: str) -> Any:
+    """value with every string that lies under `run_dir` (e.g. the loggers' save_dir, interpolated from
+    ${run_dir}) re-rooted at "${run_dir}", so that two seeds' configs compare equal."""
+    if isinstance(value, dict):
+        return {k: _without_run_dir(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_run_dir(v, run_dir) for v in value]
+    if run_dir and isinstance(value, str) and (value == run_dir or value.startswith(run_dir.rstrip("/") + "/")):
+        return "${run_dir}" + value[len(run_dir.rstrip("/")):]
+    return value
+
+
 def _group_key(run: Any) -> str:
-    cfg = {k: v for k, v in (run.config or {}).items() if k not in NOT_GROUPED}
+    config = run.config or {}
+    cfg = {k: _without_run_dir(v, str(config.get("run_dir") or ""))
+           for k, v in config.items() if k not in NOT_GROUPED}
     if not cfg:
         return f"run:{run.path}"  # no config: a group of its own
     return json.dumps([cfg, run.probe.get("protocol")], sort_keys=True, default=str)
 
 
 def seed_groups(runs: list[Any]) -> list[Group]:
-    """Runs grouped by config minus `seed` / `run_dir` and by probe protocol, in first-seen order; the
-    supervised ceiling groups last."""
+    """Runs grouped by config minus `seed` / `run_dir` (and the paths under run_dir) and by probe protocol, in
+    first-seen order; the supervised ceiling groups last."""
     groups: dict[str, Group] = {}
     for r in runs:
         groups.setdefault(_group_key(r), Group([])).runs.append(r)
