@@ -20,6 +20,7 @@ from ssl_eq.methods.registry import get_method
 from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, AtomicCheckpointIO, ExactResume, OptimizerSettings, WallClock,
                                    check_fork, differs, failure_status, optimizer_settings, read_checkpoint, run_lock,
                                    trained_nothing, write_summary)
+from ssl_eq.utils.device import resolve_precision
 from ssl_eq.utils.finite import check_finite
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
@@ -350,6 +351,8 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
     check_config(cfg)
     check_finite(cfg)
+    # "auto" precision is recorded as what it chose (config.yaml, the checkpoint)
+    cfg.trainer.precision = resolve_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
     last = run_dir / CHECKPOINT_DIR / LAST
