@@ -1,5 +1,5 @@
 """The CPU thread policy (ssl_eq.utils.threads): the `auto` decision on given wait fractions, applying it in the
-computing thread, loader threads kept to one thread, and what a run records. Throughput alone / beside busy
+computing thread, loader threads kept to one thread, and what a run records; the `auto` precision. Throughput alone / beside busy
 processes is measured by tools/bench_threads.py (BENCHMARKS.md), not here."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ssl_eq.utils import threads as T
+from ssl_eq.utils.device import resolve_precision
 
 
 @pytest.fixture(autouse=True)
@@ -120,8 +121,22 @@ def test_pretrain_records_the_policy_in_its_config_and_summary(tmp_path, monkeyp
     data = make_synthetic_dataset(tmp_path / "data", num_objects=8, views=2, size=16)
     cfg = compose_config([f"data.root={data}", f"run_dir={tmp_path / 'run'}", "method=vicreg", "backbone=small_cnn",
                           "backbone.widths=[8,16]", "data.batch_size=4", "data.num_workers=0", "trainer.max_steps=2",
-                          "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none"])
+                          "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=none",
+                          "trainer.precision=auto"])
     summary = pretrain(cfg)
     assert summary["threads"]["setting"] == "1" and set(summary["threads"]["seconds_at"]) == {"1"}
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["threads"] == summary["threads"]
-    assert "threads: '1'" in (tmp_path / "run" / "config.yaml").read_text()
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "threads: '1'" in saved
+    assert f"precision: {resolve_precision('auto', 'cpu')}" in saved  # what "auto" chose, not "auto"
+
+
+@pytest.mark.parametrize("native, chosen", [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, native, chosen):
+    from ssl_eq.utils import device as D
+
+    probe = "_is_avx512_bf16_supported"
+    monkeypatch.setattr(torch.cpu, probe, lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert D.resolve_precision("auto", "cpu") == chosen
+    assert D.resolve_precision("16-mixed", "cpu") == "16-mixed"  # any other value as it is
