@@ -140,3 +140,16 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_native_bf16(monkeypatch, 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert D.resolve_precision("auto", "cpu") == chosen
     assert D.resolve_precision("16-mixed", "cpu") == "16-mixed"  # any other value as it is
+
+
+def test_a_deterministic_run_keeps_one_thread_count():
+    from omegaconf import OmegaConf
+
+    from ssl_eq.methods.run import fixed_threads
+
+    cfg = OmegaConf.create({"threads": "auto", "trainer": {"deterministic": True}})
+    assert fixed_threads(cfg) == T.allowed_cpus()
+    cfg.trainer.deterministic = False
+    assert fixed_threads(cfg) == "auto"
+    cfg.threads, cfg.trainer.deterministic = "3", True
+    assert fixed_threads(cfg) == "3"

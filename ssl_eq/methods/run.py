@@ -332,6 +332,15 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         return _pretrain(cfg)
 
 
+def fixed_threads(cfg: DictConfig) -> Any:
+    """cfg.threads, except that a deterministic run does not follow the load: "auto" becomes every allowed CPU
+    (the thread count changes float summation order)."""
+    from ssl_eq.utils.threads import allowed_cpus
+
+    threads = cfg.get("threads", "auto")
+    return allowed_cpus() if cfg.trainer.get("deterministic") and str(threads) == "auto" else threads
+
+
 def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
 
@@ -403,7 +412,7 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, torch.Tensor] = {}
     if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
         write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
-    with thread_policy(cfg.get("threads")) as policy:
+    with thread_policy(fixed_threads(cfg)) as policy:
         try:
             rank_zero_info(policy.describe())
             trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
