@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from ssl_eq.datasets.normalize import affine, normalize_images
+from ssl_eq.datasets.normalize import Normalize
 from ssl_eq.datasets.views import collate
 
 
@@ -29,7 +29,8 @@ class ThreadLoader:
     thread). `pin_memory` pins each batch in its worker thread. `sampler` (default: random if `shuffle`,
     else sequential) is exposed as `.sampler`, so Lightning calls its `set_epoch` every epoch.
     `normalize` (mean, std), 3 values each: batch["images"] becomes float32 (images / 255 - mean) / std, same
-    shape and memory layout (needs a collate_fn that returns a dict with uint8 "images").
+    shape and memory layout (needs a collate_fn that returns a dict with uint8 "images"), written into pooled
+    buffers that are reused once the consumer has let go of a batch (`Normalize(buffers=...)`).
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False, sampler: Sampler | None = None,
@@ -41,14 +42,14 @@ class ThreadLoader:
         if num_workers < 0 or prefetch_factor < 1:
             raise ValueError(f"num_workers must be >= 0 and prefetch_factor >= 1, got {num_workers}, "
                              f"{prefetch_factor}")
-        if normalize is not None:
-            affine(*normalize)  # bad mean / std: a clear error now rather than in a worker thread
         self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
         self.sampler = sampler if sampler is not None else (
             RandomSampler(dataset) if shuffle else SequentialSampler(dataset))
         self.batch_sampler = BatchSampler(self.sampler, batch_size, drop_last)
         self.num_workers, self.prefetch_factor = num_workers, prefetch_factor
-        self.pin_memory, self.collate_fn, self.normalize = pin_memory, collate_fn, normalize
+        self.pin_memory, self.collate_fn = pin_memory, collate_fn
+        # output buffers reused: one per batch in flight or queued, plus two the consumer may hold
+        self.normalize = None if normalize is None else Normalize(*normalize, buffers=num_workers * prefetch_factor + 2)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
@@ -59,7 +60,7 @@ class ThreadLoader:
             if not isinstance(batch, dict) or "images" not in batch:
                 raise TypeError(f"ThreadLoader(normalize=...) needs batches that are dicts with 'images', got "
                                 f"{type(batch).__name__} from collate_fn {self.collate_fn!r}")
-            batch["images"] = normalize_images(batch["images"], *self.normalize)
+            batch["images"] = self.normalize(batch["images"])
         if self.pin_memory:
             batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         return batch

@@ -1,63 +1,96 @@
-"""uint8 images -> normalised float32, (x / 255 - mean) / std, without the formula's four full-size temporaries.
+"""uint8 images -> normalised float32, (x / 255 - mean) / std, in two passes instead of the plain formula's four.
 
 The plain formula makes four passes over float32 memory (convert, / 255, - mean, / std), each writing a fresh
-tensor. `normalize_images` converts once into its output (`copy_`) and applies the per-channel affine map
-x * scale + shift in place (`addcmul`); on CPU it does both a block of views at a time so the second pass reads
-from cache. Values are within 5e-7 of the plain formula (one float32 rounding of a fused multiply-add; every
-uint8 value of every channel is checked in tests/test_loader_normalize.py).
+tensor. `Normalize` converts once into its output (`copy_`) and applies the per-channel affine map
+x * scale + shift in place (`addcmul`), over rows in memory order (a (3, 1, 1) broadcast over channels-last
+memory would run its inner loop over 3 channels); on CPU a block of views at a time, so the second pass reads
+from cache. With `buffers` > 0 the outputs come from a pool of CPU buffers, each reused once nothing refers to
+its memory any more: a fresh 50 MB batch (64 views at 256 px) costs more in page faults than the two passes.
+Values are within 5e-7 of the plain formula (float32 rounding of scale / shift and of the
+multiply-add; tests/test_loader_normalize.py checks every uint8 value of every channel).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
-BLOCK_ELEMENTS = 1 << 18  # CPU: floats converted per block (1 MiB, a 256 px view is 196,608): both passes in L2
+BLOCK_ELEMENTS = 1 << 18  # CPU: floats converted per block (1 MiB; a 256 px view is 196,608)
 
 
-def affine(mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor,
-           device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """Per-channel mean / std (3 values each) -> float32 (3, 1, 1) scale 1 / (255 std) and shift -mean / std,
-    so that x * scale + shift = (x / 255 - mean) / std for uint8 x."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(-1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).reshape(-1)
-    if mean_t.numel() != 3 or std_t.numel() != 3:
-        raise ValueError(f"mean and std need 3 values (one per RGB channel), got {mean_t.numel()} and {std_t.numel()}")
-    if not bool((std_t > 0).all()):
-        raise ValueError(f"std must be positive, got {std_t.tolist()}")
-    return (1.0 / (255.0 * std_t)).view(3, 1, 1), (-mean_t / std_t).view(3, 1, 1)
-
-
-def normalize_images(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor,
-                     memory_format: torch.memory_format = torch.preserve_format) -> Tensor:
+class Normalize:
     """uint8 (..., 3, H, W) -> float32 (..., 3, H, W) = (images / 255 - mean) / std on the images' device.
 
-    `memory_format`: the output's layout (default: the input's, e.g. channels-last from the native reader).
+    mean / std: 3 values each (RGB). The per-channel scale 1 / (255 std) and shift -mean / std are cached per
+    device and image width as rows of W interleaved RGB triples (3 W,). `buffers`: how many CPU output buffers
+    to keep for reuse (0: a fresh tensor per call); one is reused only when no tensor or view of it is left.
     """
-    if images.dtype != torch.uint8:
-        raise TypeError(f"normalize_images takes uint8 images, got {images.dtype}")
-    if images.dim() < 3 or images.shape[-3] != 3:
-        raise ValueError(f"normalize_images takes (..., 3, H, W) images, got shape {tuple(images.shape)}")
-    scale, shift = affine(mean, std, images.device)
-    out = torch.empty_like(images, dtype=torch.float32, memory_format=memory_format)
-    whole = images.device.type != "cpu" or images.dim() == 3
-    step = max(1, images.shape[0] if whole else BLOCK_ELEMENTS * images.shape[0] // max(images.numel(), 1))
-    for i in range(0, images.shape[0], step):
-        _affine_(out[i:i + step].copy_(images[i:i + step]), scale, shift)
-    return out
 
+    def __init__(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor, buffers: int = 0):
+        self.mean = tuple(float(m) for m in torch.as_tensor(mean).reshape(-1))
+        self.std = tuple(float(s) for s in torch.as_tensor(std).reshape(-1))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (one per RGB channel), got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        self._rows: dict[tuple[torch.device, int], tuple[Tensor, Tensor]] = {}
+        self.buffers, self._lock = buffers, threading.Lock()
+        self._pool: list[tuple[np.ndarray, Callable[[], np.ndarray | None]]] = []  # (buffer, its lent view or None)
 
-def _affine_(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    """x (..., 3, H, W) float32 <- x * scale + shift in place, scale / shift (3, 1, 1). In memory order, so the
-    inner loop runs over whole rows: (3, 1, 1) broadcast over channels-last memory would loop over 3 channels."""
-    h, w = x.shape[-2:]
-    if x.stride(-3) == 1 and (rows := x.movedim(-3, -1)).is_contiguous():  # channels-last: rows of W * 3
-        rows = rows.view(-1, w * 3)
-        torch.addcmul(shift.view(3).repeat(w), rows, scale.view(3).repeat(w), out=rows)
-    elif x.is_contiguous():  # planar: rows of H * W per channel
-        rows = x.view(-1, 3, h * w)
-        torch.addcmul(shift.view(3, 1), rows, scale.view(3, 1), out=rows)
-    else:
-        torch.addcmul(shift, x, scale, out=x)
-    return x
+    def rows(self, device: torch.device, width: int) -> tuple[Tensor, Tensor]:
+        """float32 scale and shift rows (3 * width,): channel c of pixel j at 3 j + c."""
+        key = (device, width)
+        if key not in self._rows:
+            mean, std = torch.tensor(self.mean, dtype=torch.float64), torch.tensor(self.std, dtype=torch.float64)
+            scale, shift = 1.0 / (255.0 * std), -mean / std
+            self._rows[key] = tuple(t.to(torch.float32).repeat(width).to(device) for t in (scale, shift))
+        return self._rows[key]
+
+    def __call__(self, images: Tensor, memory_format: torch.memory_format = torch.preserve_format) -> Tensor:
+        """`memory_format`: the output's layout (default: the input's, e.g. channels-last from the native reader)."""
+        if images.dtype != torch.uint8:
+            raise TypeError(f"Normalize takes uint8 images, got {images.dtype}")
+        if images.dim() < 3 or images.shape[-3] != 3:
+            raise ValueError(f"Normalize takes (..., 3, H, W) images, got shape {tuple(images.shape)}")
+        out = self._output(images, memory_format)
+        whole = images.device.type != "cpu" or images.dim() == 3
+        step = max(1, images.shape[0] if whole else BLOCK_ELEMENTS * images.shape[0] // max(images.numel(), 1))
+        for i in range(0, images.shape[0], step):
+            self._affine_(out[i:i + step].copy_(images[i:i + step]))
+        return out
+
+    def _output(self, images: Tensor, memory_format: torch.memory_format) -> Tensor:
+        """An uninitialised float32 tensor shaped and laid out like `images` (or in `memory_format`). Pooled: a
+        buffer is handed out through a fresh numpy view, which torch.from_numpy's storage keeps alive, so the
+        buffer is free again once a weak reference to that view is dead (no tensor or view of it left)."""
+        if not self.buffers or images.device.type != "cpu":
+            return torch.empty_like(images, dtype=torch.float32, memory_format=memory_format)
+        like = torch.empty_like(images, dtype=torch.float32, memory_format=memory_format, device="meta")
+        with self._lock:
+            free = [i for i, (buf, lent) in enumerate(self._pool) if buf.size == like.numel() and lent() is None]
+            if not free and len(self._pool) >= self.buffers:
+                return torch.empty_like(images, dtype=torch.float32, memory_format=memory_format)
+            if not free:
+                self._pool.append((np.empty(like.numel(), np.float32), lambda: None))
+                free = [len(self._pool) - 1]
+            buf = self._pool[free[0]][0]
+            view = buf[:]
+            self._pool[free[0]] = (buf, weakref.ref(view))
+            return torch.from_numpy(view).as_strided(like.shape, like.stride())
+
+    def _affine_(self, x: Tensor) -> None:
+        """x (..., 3, H, W) float32 <- x * scale + shift, in place."""
+        h, w = x.shape[-2:]
+        scale, shift = self.rows(x.device, w)
+        if x.stride(-3) == 1 and (rows := x.movedim(-3, -1)).is_contiguous():  # channels-last: rows of W RGB
+            rows = rows.view(-1, 3 * w)
+            torch.addcmul(shift, rows, scale, out=rows)
+        elif x.is_contiguous():  # planar: rows of H * W per channel
+            rows = x.view(-1, 3, h * w)
+            torch.addcmul(shift[:3, None], rows, scale[:3, None], out=rows)
+        else:
+            torch.addcmul(shift[:3, None, None], x, scale[:3, None, None], out=x)
