@@ -11,7 +11,7 @@
 (a)-(c2) read the same objects with the same batch size, number of workers and random order.
 `--kind pair` reads SIE-style pairs (2 random views + the relative rotation) instead of single views.
 `--normalize` times only (b) against itself when its batches leave as normalised float32 (ImageNet mean / std):
-uint8 as read, float32 convert only (the least any float32 output costs), the plain formula
+uint8 as read, float32 convert only into a reused buffer (the least any float32 output costs), the plain formula
 (x.float() / 255 - mean) / std, and `ThreadLoader(normalize=...)` (`ssl_eq.datasets.normalize`); passes
 interleaved, so load from other jobs hits every row alike.
 
@@ -31,6 +31,7 @@ import gc
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -157,10 +158,14 @@ def _normalize_table(root: Path, args: argparse.Namespace) -> None:
     from ssl_eq.datasets import NativeDataset, PairDataset, ThreadLoader, ViewDataset, collate
 
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    local = threading.local()
 
     def convert(items: Any) -> dict[str, Any]:
+        """One conversion pass into this thread's float32 buffer, written over by its next batch."""
         batch = collate(items)
-        batch["images"] = batch["images"].float()
+        if getattr(local, "out", None) is None or local.out.shape != batch["images"].shape:
+            local.out = torch.empty_like(batch["images"], dtype=torch.float32)
+        batch["images"] = local.out.copy_(batch["images"])
         return batch
 
     def plain(items: Any) -> dict[str, Any]:
@@ -175,7 +180,7 @@ def _normalize_table(root: Path, args: argparse.Namespace) -> None:
 
     rows = _time_interleaved({
         "raw uint8 (as read)": loader(),
-        "float32, convert only (x.float(): the floor)": loader(collate_fn=convert),
+        "float32, convert only, into a reused buffer (floor)": loader(collate_fn=convert),
         "normalised float32, before: (x.float() / 255 - mean) / std": loader(collate_fn=plain),
         "**normalised float32, after: ThreadLoader(normalize=(mean, std))**": loader(normalize=(IMAGENET_MEAN,
                                                                                                IMAGENET_STD)),
