@@ -10,10 +10,11 @@
 (d)  native JPEG shards decoded in batches on the GPU in the main process (only when CUDA is available).
 (a)-(c2) read the same objects with the same batch size, number of workers and random order.
 `--kind pair` reads SIE-style pairs (2 random views + the relative rotation) instead of single views.
-`--normalize` times only (b) against itself when its batches leave as normalised float32 (ImageNet mean / std):
-uint8 as read, float32 convert only into a reused buffer (the least any float32 output costs), the plain formula
-(x.float() / 255 - mean) / std, and `ThreadLoader(normalize=...)` (`ssl_eq.datasets.normalize`); passes
-interleaved, so load from other jobs hits every row alike.
+`--normalize` times only (b), warm, with its images left as uint8 or made float32 (ImageNet mean / std) in the
+worker threads: converted only, into a reused buffer (the least any float32 output costs); the plain formula
+(x.float() / 255 - mean) / std; `ThreadLoader(normalize=...)` (`ssl_eq.datasets.normalize`); and uint8 batches
+normalised by the consumer (what `preprocess` pays on a CPU device). Passes are interleaved, so load from other
+jobs hits every row alike; ratios are to the uint8 row.
 
 Image content: `--content render` (default) renders a few procedural objects with our PyTorch3D renderer at
 `--size` and builds every view from them (rolled / flipped), so JPEG decode costs what a real render costs;
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -153,6 +154,18 @@ def _time_interleaved(loaders: dict[str, Iterable], passes: int) -> dict[str, tu
     return best
 
 
+class _NormalizedByConsumer:
+    """`loader`'s uint8 batches, normalised in the consuming thread as `preprocess` does on a CPU device."""
+
+    def __init__(self, loader: Iterable[dict[str, Any]]):
+        from ssl_eq.datasets.normalize import Normalize
+
+        self.loader, self.normalize = loader, Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return ({**batch, "images": self.normalize(batch["images"])} for batch in self.loader)
+
+
 def _normalize_table(root: Path, args: argparse.Namespace) -> None:
     """Print views/s of ThreadLoader over raw shards with uint8 vs normalised float32 batches (`--normalize`)."""
     from ssl_eq.datasets import NativeDataset, PairDataset, ThreadLoader, ViewDataset, collate
@@ -169,6 +182,7 @@ def _normalize_table(root: Path, args: argparse.Namespace) -> None:
         return batch
 
     def plain(items: Any) -> dict[str, Any]:
+        """The formula the reference loader's Normalize and, before Normalize, `preprocess` computed."""
         batch = collate(items)
         batch["images"] = (batch["images"].float() / 255.0 - mean) / std
         return batch
@@ -184,6 +198,7 @@ def _normalize_table(root: Path, args: argparse.Namespace) -> None:
         "normalised float32, before: (x.float() / 255 - mean) / std": loader(collate_fn=plain),
         "**normalised float32, after: ThreadLoader(normalize=(mean, std))**": loader(normalize=(IMAGENET_MEAN,
                                                                                                IMAGENET_STD)),
+        "uint8, normalised by the consumer (preprocess on a CPU device)": _NormalizedByConsumer(loader()),
     }, args.passes)
     raw_rate, raw_cpu = next(iter(rows.values()))
     print("| batches | views/s | time / raw | CPU us / view | CPU / raw |")
