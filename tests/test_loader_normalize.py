@@ -46,12 +46,15 @@ def test_same_values_channels_last_and_contiguous():
 
 
 def test_blocks_pairs_and_odd_layouts(monkeypatch):
-    """(B, 2, 3, H, W) pair batches and a non-dense input, converted in several blocks, as in one."""
+    """(B, 2, 3, H, W) pair batches (channels-last and planar) and a non-dense input, converted in several blocks,
+    as in one."""
     pairs = torch.randint(0, 256, (7, 2, 12, 12, 3), dtype=torch.uint8).permute(0, 1, 4, 2, 3)  # channels-last
     whole = Normalize(MEAN, STD)(pairs)
     monkeypatch.setattr(normalize_module, "BLOCK_ELEMENTS", 3 * 12 * 12 * 2 * 2)  # two pairs per block
     blocked = Normalize(MEAN, STD)(pairs)
     assert torch.equal(blocked, whole) and blocked.stride() == pairs.float().stride()
+    planar = Normalize(MEAN, STD)(pairs.contiguous())
+    assert torch.equal(planar, whole) and planar.is_contiguous()
     assert (whole - plain(pairs)).abs().max().item() <= 1e-6
     strided = pairs[:, :, :, ::2, 1:]  # neither contiguous nor channels-last
     assert (Normalize(MEAN, STD)(strided) - plain(strided)).abs().max().item() <= 1e-6

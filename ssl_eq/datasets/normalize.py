@@ -3,8 +3,8 @@
 The plain formula makes four passes over float32 memory (convert, / 255, - mean, / std), each writing a fresh
 tensor. `Normalize` converts once into its output (`copy_`) and applies the per-channel affine map
 x * scale + shift in place (`addcmul`), over rows in memory order (a (3, 1, 1) broadcast over channels-last
-memory would run its inner loop over 3 channels); on CPU a block of views at a time, so the second pass reads
-from cache. With `buffers` > 0 the outputs come from a pool of CPU buffers, each reused once nothing refers to
+memory would run its inner loop over 3 channels); on CPU a block at a time (`BLOCK_ELEMENTS`), so the second pass
+reads from cache. With `buffers` > 0 the outputs come from a pool of CPU buffers, each reused once nothing refers to
 its memory any more: a fresh 50 MB batch (64 views at 256 px) costs more in page faults than the two passes.
 Values are within 1e-6 of the plain formula (4.8e-7 at most for ImageNet's mean / std: float32 rounding of scale,
 shift and the multiply-add; tests/test_loader_normalize.py checks every uint8 value of every channel).
@@ -19,7 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-BLOCK_ELEMENTS = 1 << 18  # CPU: floats converted per block (1 MiB; a 256 px view is 196,608)
+# CPU blocks: under torch's intra-op grain size (32,768 elements) each op runs in the calling thread (an OpenMP
+# team started from or beside loader threads waits for descheduled threads on a busy machine: 32 px batches were
+# 4x slower); at most MAX_BLOCKS per call, so big batches (256 px) do not pay Python's per-op cost per few rows
+BLOCK_ELEMENTS, MAX_BLOCKS = 32_767, 16
 
 
 class Normalize:
@@ -57,10 +60,20 @@ class Normalize:
         if images.dim() < 3 or images.shape[-3] != 3:
             raise ValueError(f"Normalize takes (..., 3, H, W) images, got shape {tuple(images.shape)}")
         out = self._output(images, memory_format)
-        whole = images.device.type != "cpu" or images.dim() == 3
-        step = max(1, images.shape[0] if whole else BLOCK_ELEMENTS * images.shape[0] // max(images.numel(), 1))
-        for i in range(0, images.shape[0], step):
-            self._affine_(out[i:i + step].copy_(images[i:i + step]))
+        if images.device.type != "cpu":
+            self._affine_(out.copy_(images))
+        elif _channels_last(images) and _channels_last(out):  # the native reader's layout: blocks of RGB rows
+            w = images.shape[-1]
+            scale, shift = self.rows(images.device, w)
+            src, dst = (t.movedim(-3, -1).reshape(-1, 3 * w) for t in (images, out))
+            step = max(1, max(BLOCK_ELEMENTS, images.numel() // MAX_BLOCKS) // (3 * w))
+            for rows, rows_in in zip(dst.split(step), src.split(step)):
+                torch.addcmul(shift, rows.copy_(rows_in), scale, out=rows)
+        else:  # blocks of whole items
+            step = max(1, images.shape[0] if images.dim() == 3 else
+                       max(BLOCK_ELEMENTS, images.numel() // MAX_BLOCKS) * images.shape[0] // max(images.numel(), 1))
+            for i in range(0, images.shape[0], step):
+                self._affine_(out[i:i + step].copy_(images[i:i + step]))
         return out
 
     def _output(self, images: Tensor, memory_format: torch.memory_format) -> Tensor:
@@ -86,11 +99,16 @@ class Normalize:
         """x (..., 3, H, W) float32 <- x * scale + shift, in place."""
         h, w = x.shape[-2:]
         scale, shift = self.rows(x.device, w)
-        if x.stride(-3) == 1 and (rows := x.movedim(-3, -1)).is_contiguous():  # channels-last: rows of W RGB
-            rows = rows.view(-1, 3 * w)
+        if _channels_last(x):  # rows of W RGB triples
+            rows = x.movedim(-3, -1).view(-1, 3 * w)
             torch.addcmul(shift, rows, scale, out=rows)
         elif x.is_contiguous():  # planar: rows of H * W per channel
             rows = x.view(-1, 3, h * w)
             torch.addcmul(shift[:3, None], rows, scale[:3, None], out=rows)
         else:
             torch.addcmul(shift[:3, None, None], x, scale[:3, None, None], out=x)
+
+
+def _channels_last(x: Tensor) -> bool:
+    """(..., 3, H, W) laid out as dense (..., H, W, 3) memory."""
+    return x.stride(-3) == 1 and x.movedim(-3, -1).is_contiguous()
