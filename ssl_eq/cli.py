@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
     try:
-        return int(args.func(args) or 0)
+        return run_command(args)
     except KeyboardInterrupt:
         print("interrupted; completed shards / checkpoints are kept, re-run the same command to resume",
               file=sys.stderr)
@@ -107,6 +107,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ssl-eq {args.command}: error: {describe_error(e)}", file=sys.stderr)
         return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """args.func(args); commands that compute on the CPU (`thread_policy` in their defaults) run under the thread
+    policy (ssl_eq.utils.threads; SSL_EQ_THREADS), which is printed with what it used."""
+    if not getattr(args, "thread_policy", False):
+        return int(args.func(args) or 0)
+    from ssl_eq.utils.threads import thread_policy
+
+    with thread_policy() as policy:
+        code = int(args.func(args) or 0)
+    used = ", ".join(f"{n} for {s:.0f} s" for n, s in policy.summary()["seconds_at"].items())
+    logging.getLogger("ssl_eq").info("%s; used %s", policy.describe(), used)
+    return code
 
 
 # errno -> what to do about it

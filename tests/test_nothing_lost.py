@@ -230,6 +230,8 @@ def test_4_a_failed_probe_keeps_the_earlier_good_result(probed_run, monkeypatch,
 
 # 6. exact resume: killed at several points and resumed, an epoch-bounded run with random augmentations ends at
 # the same step with bit-identical weights (same data order: stateful loader; same draws: per-batch seeds)
+# bit-identical weights need one thread count throughout (auto follows the load, and with it the summation order)
+FIXED_THREADS = "threads=1"
 RANDOM_AUG = "augment.transforms=[{name:horizontal_flip,p:0.5},{name:color_jitter,brightness:0.4,contrast:0.4," \
              "saturation:0.2,hue:0.1,p:0.8}]"
 
@@ -240,7 +242,7 @@ def test_6_killed_and_resumed_run_is_bit_identical(tiny_data, tmp_path, monkeypa
     from ssl_eq.methods import load_run, pretrain
     from ssl_eq.methods.sie import SIE
 
-    overrides = ("trainer.max_epochs=3", "data.batch_size=2", RANDOM_AUG)
+    overrides = ("trainer.max_epochs=3", "data.batch_size=2", RANDOM_AUG, FIXED_THREADS)
     whole = pretrain(tiny_cfg(tiny_data, tmp_path / "whole", *overrides))
     assert whole["global_step"] == 9                                  # 7 train objects: 3 batches of 2 x 3 epochs
 
@@ -410,7 +412,7 @@ def test_6_sigkilled_run_resumes_bit_identical(tiny_data, tmp_path, capsys):
     import torch
 
     from ssl_eq.methods import load_run, pretrain
-    overrides = ("trainer.max_epochs=3", "data.batch_size=2", RANDOM_AUG)
+    overrides = ("trainer.max_epochs=3", "data.batch_size=2", RANDOM_AUG, FIXED_THREADS)
     whole = pretrain(tiny_cfg(tiny_data, tmp_path / "whole", *overrides))
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.cli", "pretrain", *TINY, f"data.root={tiny_data}",

@@ -20,6 +20,7 @@ from torch.utils.data import BatchSampler, Dataset, RandomSampler, Sampler, Sequ
 
 from ssl_eq.datasets.normalize import Normalize
 from ssl_eq.datasets.views import collate
+from ssl_eq.utils.threads import single_thread
 
 
 class ThreadLoader:
@@ -69,7 +70,7 @@ class ThreadLoader:
         if self.num_workers == 0:
             yield from map(self._load, self.batch_sampler)
             return
-        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="ssl_eq-loader") as pool:
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="ssl_eq-loader", initializer=single_thread) as pool:
             pending: deque[Future] = deque()
             try:
                 for indices in self.batch_sampler:

@@ -9,6 +9,8 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from ssl_eq.utils import threads
+
 VIEWS_TAG = "train/batch_views"
 
 
@@ -71,6 +73,16 @@ def views_figure(images: torch.Tensor, actions: torch.Tensor | None, action_name
                 ax.set_title(f"view 0 → ({action_name or 'no action'})", fontsize=6)
     fig.tight_layout()
     return fig
+
+
+class ThreadTicks(pl.Callback):
+    """Applies the thread policy's current choice (ssl_eq.utils.threads) before every training / validation step."""
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        threads.tick()
+
+    def on_validation_batch_start(self, *args: Any) -> None:
+        threads.tick()
 
 
 class BatchViews(pl.Callback):

@@ -20,12 +20,13 @@ from ssl_eq.methods.registry import get_method
 from ssl_eq.methods.resume import (CHECKPOINT_DIR, LAST, AtomicCheckpointIO, ExactResume, OptimizerSettings, WallClock,
                                    check_fork, differs, failure_status, optimizer_settings, read_checkpoint, run_lock,
                                    trained_nothing, write_summary)
+from ssl_eq.utils.device import resolve_precision
 from ssl_eq.utils.finite import check_finite
 from ssl_eq.utils.io import read_json_object, write_atomic, write_json_atomic
 
 ROOT_CONFIG = "pretrain"
 # sections of config.yaml that may differ when re-running into an existing run folder (to resume / extend)
-RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir", "logger", "callbacks")
+RESUMABLE_SECTIONS = ("trainer", "checkpoint", "resume_from", "run_dir", "logger", "callbacks", "threads")
 # keys of the `trainer` section read by the model, not passed to pl.Trainer
 MODEL_TRAINER_KEYS = ("channels_last",)
 # pl.Trainer arguments that other sections own
@@ -331,6 +332,15 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         return _pretrain(cfg)
 
 
+def fixed_threads(cfg: DictConfig) -> Any:
+    """cfg.threads, except that a deterministic run does not follow the load: "auto" becomes every allowed CPU
+    (the thread count changes float summation order)."""
+    from ssl_eq.utils.threads import allowed_cpus
+
+    threads = cfg.get("threads", "auto")
+    return allowed_cpus() if cfg.trainer.get("deterministic") and str(threads) == "auto" else threads
+
+
 def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Train `cfg.method` on `cfg.data.root` into `cfg.run_dir`, resuming from last.ckpt when present.
 
@@ -343,11 +353,15 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     from pytorch_lightning.utilities import rank_zero_info
 
     from ssl_eq.datasets import SSLDataModule
+    from ssl_eq.methods.callbacks import ThreadTicks
+    from ssl_eq.utils.threads import thread_policy
 
     if OmegaConf.is_missing(cfg.data, "root"):
         raise ValueError("data.root is required: ssl-eq pretrain data.root=DATASET_DIR ...")
     check_config(cfg)
     check_finite(cfg)
+    # "auto" precision is recorded as what it chose (config.yaml, the checkpoint)
+    cfg.trainer.precision = resolve_precision(str(cfg.trainer.precision), str(cfg.trainer.accelerator))
     method_cls = get_method(cfg.method.name)
     run_dir = Path(cfg.run_dir)
     last = run_dir / CHECKPOINT_DIR / LAST
@@ -357,7 +371,7 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     clock = WallClock(previous.get("wall_s", 0.0))
     trainer = pl.Trainer(**trainer_kwargs(cfg.trainer), default_root_dir=run_dir, num_sanity_val_steps=0,
                          plugins=[AtomicCheckpointIO()], logger=build_loggers(cfg) or False,
-                         callbacks=build_callbacks(cfg, run_dir, [clock, ExactResume(cfg.seed),
+                         callbacks=build_callbacks(cfg, run_dir, [clock, ExactResume(cfg.seed), ThreadTicks(),
                                                                   *([optim_change] if optim_change else [])]))
     world = trainer.world_size
     if cfg.data.batch_size % world:
@@ -398,30 +412,32 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, torch.Tensor] = {}
     if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
         write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
-    try:
-        trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
-        if not trained_nothing(start_from, last, trainer.global_step):  # a finished run's last.ckpt stays as it is
-            trainer.save_checkpoint(last)
-        if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
-            metrics.update(trainer.callback_metrics)  # validate() resets them
-            trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
-        metrics.update(trainer.callback_metrics)
-        log_final_hparams(trainer, cfg, metrics)
-    except BaseException as e:
-        status = failure_status(e, trainer)
-        if status == "interrupted":
-            raise KeyboardInterrupt(f"interrupted at step {trainer.global_step}") from e
-        raise
-    finally:
-        metrics.update(trainer.callback_metrics)
-        summary = {
-            "method": cfg.method.name, "status": status, "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch, "wall_s": round(clock.total(), 3),
-            "metrics": {**previous.get("metrics", {}),
-                        **{k: float(v) for k, v in metrics.items() if v.numel() == 1}},
-        }
-        if status != "completed" and trainer.global_step < previous.get("global_step", 0):
-            summary = previous  # failed before the checkpoint was restored: the earlier record stands
-        if trainer.is_global_zero:
-            write_summary(summary_file, summary, failing=status != "completed")
+    with thread_policy(fixed_threads(cfg)) as policy:
+        try:
+            rank_zero_info(policy.describe())
+            trainer.fit(model, datamodule=dm, ckpt_path=str(start_from) if start_from else None)
+            if not trained_nothing(start_from, last, trainer.global_step):  # a finished run's last.ckpt stays
+                trainer.save_checkpoint(last)
+            if trainer.limit_val_batches and model.validated_at_step != trainer.global_step:
+                metrics.update(trainer.callback_metrics)  # validate() resets them
+                trainer.validate(model, datamodule=dm, verbose=False)  # final val metrics of the trained model
+            metrics.update(trainer.callback_metrics)
+            log_final_hparams(trainer, cfg, metrics)
+        except BaseException as e:
+            status = failure_status(e, trainer)
+            if status == "interrupted":
+                raise KeyboardInterrupt(f"interrupted at step {trainer.global_step}") from e
+            raise
+        finally:
+            metrics.update(trainer.callback_metrics)
+            summary = {
+                "method": cfg.method.name, "status": status, "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch, "wall_s": round(clock.total(), 3), "threads": policy.summary(),
+                "metrics": {**previous.get("metrics", {}),
+                            **{k: float(v) for k, v in metrics.items() if v.numel() == 1}},
+            }
+            if status != "completed" and trainer.global_step < previous.get("global_step", 0):
+                summary = previous  # failed before the checkpoint was restored: the earlier record stands
+            if trainer.is_global_zero:
+                write_summary(summary_file, summary, failing=status != "completed")
     return summary

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.epilog = ("KEY=VALUE overrides of the orbit options (Hydra syntax), e.g. steps=12 objects=4 range=dataset "
                 "latents=[rot_x,floor_hue]")
-    p.set_defaults(func=_run, accepts_overrides=True)
+    p.set_defaults(func=_run, accepts_overrides=True, thread_policy=True)
 
 
 def _run(args: argparse.Namespace) -> int:

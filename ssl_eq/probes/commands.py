@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "EquiCaps papers' protocol); default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=_run, accepts_overrides=True)
+    p.set_defaults(func=_run, accepts_overrides=True, thread_policy=True)
 
 
 def _run(args: argparse.Namespace) -> int:

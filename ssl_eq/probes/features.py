@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ssl_eq.utils import threads
 from ssl_eq.utils.io import save_torch_atomic
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def extract_features(model: Any, batches: Iterable[dict[str, Tensor]], device: s
     chunks: dict[str, list[Tensor]] = {}
     with BATCHNORM_MODES[batchnorm](model):
         for batch in batches:
+            threads.tick()
             x = model.preprocess(batch["images"].to(device))
             outs = {f"rep/{k}": v for k, v in model.representations(x).items() if k in REPRESENTATION_PARTS}
             if embeddings:

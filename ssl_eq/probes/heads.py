@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_eq.probes.sampling import ViewTuples, split_objects
+from ssl_eq.utils import threads
 
 STD_EPS = 1e-6
 PREDICT_CHUNK = 4096
@@ -186,6 +187,7 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
             targets = train.target(rows)
         total = 0.0
         for idx in torch.randperm(len(rows), generator=gen).split(cfg.batch_size):
+            threads.tick()
             opt.zero_grad(set_to_none=True)
             batch_loss = loss_fn(head(train.inputs(rows[idx]).to(device)), targets[idx].to(device))
             batch_loss.backward()

@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--no-preview", dest="preview", action="store_false", help="skip DIR/preview.png")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.set_defaults(func=_render)
+    p.set_defaults(func=_render, thread_policy=True)
 
 
 def _render(args: argparse.Namespace) -> int:

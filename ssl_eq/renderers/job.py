@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from ..datasets import native
+from ..utils import threads
 from ..utils.lock import folder_entries, folder_lock
 from ..utils.io import read_json, read_json_object, write_json_atomic
 from .scene import CAMERA_PRESETS, ROTATION_AXES, VARIANTS, RenderSettings, SceneSpec, sample_latents
@@ -269,6 +270,7 @@ class RenderJob:
         mesh_index = torch.arange(k).repeat_interleave(v)
         images = np.empty((k * v, cfg.size, cfg.size, 3), np.uint8)
         for start in range(0, k * v, cfg.batch_size):
+            threads.tick()
             sl = slice(start, start + cfg.batch_size)
             images[sl] = renderer.render(meshes, mesh_index[sl], flat_lat[sl])["images"].cpu().numpy()
             bar.update(len(flat_lat[sl]))

@@ -17,7 +17,7 @@ from ssl_eq.reports import stats as S
 
 CEILING_METHOD = "supervised"
 ROTATION_PARTS = ("equi", "full")  # the equivariant part where a method has one, else the full one
-NOT_GROUPED = ("seed", "run_dir", "resume_from")  # config keys that may differ within a seed group
+NOT_GROUPED = ("seed", "run_dir", "resume_from", "threads")  # config keys that may differ within a seed group
 
 
 @dataclass(frozen=True)

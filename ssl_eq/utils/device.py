@@ -4,6 +4,24 @@ from __future__ import annotations
 import torch
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does `device` compute bf16 in hardware (CUDA with bf16; a CPU with AVX512-BF16 or AMX)? Elsewhere bf16 is
+    emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """trainer.precision "auto" -> "bf16-mixed" where the accelerator computes bf16 natively, else "32-true"; any
+    other value as it is."""
+    if precision != "auto":
+        return precision
+    cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if native_bf16(torch.device("cuda" if cuda else "cpu")) else "32-true"
+
+
 def resolve_device(device: str, option: str = "--device") -> torch.device:
     """'auto' -> cuda when available else cpu; 'cuda' without a GPU is an error that says so."""
     if device == "auto":
