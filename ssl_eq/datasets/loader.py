@@ -7,7 +7,8 @@ shards (BENCHMARKS.md, loader: ~5x fewer views/s at 256 px on 2 cores). Works wi
 `__getitems__` (ViewDataset / PairDataset / SequenceDataset) and any sampler (EpochSampler under DDP).
 
 Images leave as uint8 unless `normalize=(mean, std)` asks for normalised float32 made in the worker threads
-(`ssl_eq.datasets.normalize`); training keeps uint8 and normalises on its device (`BaseMethod.preprocess`).
+(`ssl_eq.datasets.normalize`); training keeps uint8 and normalises on its device (`BaseMethod.preprocess`,
+`augment_views`).
 """
 from __future__ import annotations
 
