@@ -69,3 +69,18 @@ def test_preprocess_on_gpu_matches_cpu():
     cpu = model.preprocess(images)
     gpu = model.to(GPU).preprocess(images.to(GPU)).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_on_gpu_matches_cpu():
+    """uint8 to the device and normalised there (BaseMethod.preprocess at image_size) gives the CPU's values."""
+    from test_methods import tiny_config
+
+    from ssl_eq.methods.run import build_method
+
+    model = build_method(tiny_config("vicreg", "trainer.channels_last=true"))
+    size = model.augment.image_size
+    images = torch.randint(0, 256, (8, size, size, 3), dtype=torch.uint8).permute(0, 3, 1, 2)  # as the reader
+    cpu = model.preprocess(images)
+    gpu = model.to(GPU).preprocess(images.to(GPU))
+    assert gpu.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6)

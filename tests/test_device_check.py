@@ -19,4 +19,4 @@ def test_device_check_dry_run(tmp_path):
         assert f"OK    {step}" in log, f"step {step!r} did not pass:\n{proc.stderr[-3000:]}"
     rows = (tmp_path / "device_rows.md").read_text()
     assert "DRY RUN" in rows and "render benchmark" in rows and "vicreg" in rows and "native raw shards" in rows
-    assert "5 passed" in log  # the CUDA-marked tests ran with the CPU standing in
+    assert "6 passed" in log  # the CUDA-marked tests ran with the CPU standing in

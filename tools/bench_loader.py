@@ -10,6 +10,11 @@
 (d)  native JPEG shards decoded in batches on the GPU in the main process (only when CUDA is available).
 (a)-(c2) read the same objects with the same batch size, number of workers and random order.
 `--kind pair` reads SIE-style pairs (2 random views + the relative rotation) instead of single views.
+`--normalize` times only (b), warm, with its images left as uint8 or made float32 (ImageNet mean / std) in the
+worker threads: converted only, into a reused buffer (the least any float32 output costs); the plain formula
+(x.float() / 255 - mean) / std; `ThreadLoader(normalize=...)` (`ssl_eq.datasets.normalize`); and uint8 batches
+normalised by the consumer (what `preprocess` pays on a CPU device). Passes are interleaved, so load from other
+jobs hits every row alike; ratios are to the uint8 row.
 
 Image content: `--content render` (default) renders a few procedural objects with our PyTorch3D renderer at
 `--size` and builds every view from them (rolled / flipped), so JPEG decode costs what a real render costs;
@@ -27,9 +32,10 @@ import gc
 import os
 import platform
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -128,6 +134,79 @@ def _time_gpu_decode(root: Path, batch_size: int) -> float:
     return (len(objs) - batch_size) / (time.perf_counter() - start)
 
 
+def _time_interleaved(loaders: dict[str, Iterable], passes: int) -> dict[str, tuple[float, float]]:
+    """Per loader: the best views/s over `passes` timed passes and the process CPU microseconds per view of that
+    pass. One untimed pass of each first; then pass k of every loader before pass k + 1 of any."""
+    for loader in loaders.values():
+        for _ in loader:
+            pass
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(passes):
+        for name, loader in loaders.items():
+            it = iter(loader)
+            next(it)
+            start, cpu, n = time.perf_counter(), time.process_time(), 0
+            for batch in it:
+                n += _batch_views(batch)
+            rate = n / max(time.perf_counter() - start, 1e-9)
+            if rate > best.get(name, (0.0, 0.0))[0]:
+                best[name] = (rate, (time.process_time() - cpu) / n * 1e6)
+    return best
+
+
+class _NormalizedByConsumer:
+    """`loader`'s uint8 batches, normalised in the consuming thread as `preprocess` does on a CPU device."""
+
+    def __init__(self, loader: Iterable[dict[str, Any]]):
+        from ssl_eq.datasets.normalize import Normalize
+
+        self.loader, self.normalize = loader, Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return ({**batch, "images": self.normalize(batch["images"])} for batch in self.loader)
+
+
+def _normalize_table(root: Path, args: argparse.Namespace) -> None:
+    """Print views/s of ThreadLoader over raw shards with uint8 vs normalised float32 batches (`--normalize`)."""
+    from ssl_eq.datasets import NativeDataset, PairDataset, ThreadLoader, ViewDataset, collate
+
+    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    local = threading.local()
+
+    def convert(items: Any) -> dict[str, Any]:
+        """One conversion pass into this thread's float32 buffer, written over by its next batch."""
+        batch = collate(items)
+        if getattr(local, "out", None) is None or local.out.shape != batch["images"].shape:
+            local.out = torch.empty_like(batch["images"], dtype=torch.float32)
+        batch["images"] = local.out.copy_(batch["images"])
+        return batch
+
+    def plain(items: Any) -> dict[str, Any]:
+        """The formula the reference loader's Normalize and, before Normalize, `preprocess` computed."""
+        batch = collate(items)
+        batch["images"] = (batch["images"].float() / 255.0 - mean) / std
+        return batch
+
+    def loader(**kw: Any) -> ThreadLoader:
+        ds = NativeDataset(root)
+        items = PairDataset(ds, split=None) if args.kind == "pair" else ViewDataset(ds, split=None)
+        return ThreadLoader(items, batch_size=args.batch_size, num_workers=args.workers, shuffle=True, **kw)
+
+    rows = _time_interleaved({
+        "raw uint8 (as read)": loader(),
+        "float32, convert only, into a reused buffer (floor)": loader(collate_fn=convert),
+        "normalised float32, before: (x.float() / 255 - mean) / std": loader(collate_fn=plain),
+        "**normalised float32, after: ThreadLoader(normalize=(mean, std))**": loader(normalize=(IMAGENET_MEAN,
+                                                                                               IMAGENET_STD)),
+        "uint8, normalised by the consumer (preprocess on a CPU device)": _NormalizedByConsumer(loader()),
+    }, args.passes)
+    raw_rate, raw_cpu = next(iter(rows.values()))
+    print("| batches | views/s | time / raw | CPU us / view | CPU / raw |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (rate, cpu) in rows.items():
+        print(f"| {name} | {rate:,.0f} | {raw_rate / rate:.2f}x | {cpu:.1f} | {cpu / raw_cpu:.2f}x |")
+
+
 def _rendered_content(work: Path, size: int) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
     """An `image_fn` for make_synthetic_dataset whose views are 16 PyTorch3D renders, each rolled / flipped."""
     from ssl_eq.datasets import NativeDataset
@@ -163,6 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", choices=("warm", "cold", "both"), default="both")
     p.add_argument("--passes", type=int, default=3, help="timed passes per loader; the best is reported")
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    p.add_argument("--normalize", action="store_true",
+                   help="only the raw-shard ThreadLoader, uint8 vs normalised float32 batches (warm)")
     args = p.parse_args(argv)
     items_per_pass = args.objects * (1 if args.kind == "pair" else args.views)
     if items_per_pass < 3 * args.batch_size:
@@ -179,6 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     image_fn = _rendered_content(work, args.size) if args.content == "render" else render_synthetic
     src = make_synthetic_dataset(work / "synthetic", num_objects=args.objects, views=args.views, size=args.size,
                                  objects_per_shard=16, image_fn=image_fn, val_fraction=0.25)
+    if args.normalize:
+        print(f"Loader normalisation, {datetime.datetime.now().isoformat(timespec='minutes')}; machine: "
+              f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs, load "
+              f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
+        print(f"{args.kind}s of {args.objects} objects x {args.views} views at {args.size} px, raw shards, batch "
+              f"{args.batch_size}, {args.workers} worker threads, warm, best of {args.passes} interleaved passes\n")
+        return _normalize_table(src, args)
     orig = export_3diebench(src, work / "orig", workers=args.workers, progress=False)
     roots = {enc: import_3diebench(orig, work / f"native-{enc}", encoding=enc, workers=args.workers,
                                    objects_per_shard=16, progress=False) for enc in ("raw", "jpeg")}

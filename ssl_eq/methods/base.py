@@ -26,6 +26,7 @@ from torchmetrics.functional import r2_score
 
 from ssl_eq.augment import AugmentPipeline
 from ssl_eq.backbones import build_backbone
+from ssl_eq.datasets.normalize import Normalize
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -78,6 +79,7 @@ class BaseMethod(pl.LightningModule):
         norm = self.cfg.augment.normalize
         self.register_buffer("mean", torch.tensor(list(norm.mean)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(norm.std)).view(1, 3, 1, 1), persistent=False)
+        self.normalize = Normalize(norm.mean, norm.std)  # uint8 at image_size -> normalised, two passes
         # one memory layout for inputs and conv weights (a mismatch re-lays out the weights on every call)
         self.memory_format = (torch.channels_last if self.cfg.trainer.get("channels_last", False)
                               else torch.contiguous_format)
@@ -142,6 +144,8 @@ class BaseMethod(pl.LightningModule):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> float (B, 3, S, S): resized to image_size and normalised, on the images' device."""
+        if images.dtype == torch.uint8 and images.shape[-2:] == (self.augment.image_size,) * 2:
+            return self.normalize(images, memory_format=self.memory_format)
         x = (self.augment.resize(images) - self.mean) / self.std
         return self.layout(x)
 
