@@ -71,7 +71,8 @@ class ThreadLoader:
         if self.num_workers == 0:
             yield from map(self._load, self.batch_sampler)
             return
-        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="ssl_eq-loader", initializer=single_thread) as pool:
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="ssl_eq-loader",
+                                initializer=single_thread) as pool:
             pending: deque[Future] = deque()
             try:
                 for indices in self.batch_sampler:
