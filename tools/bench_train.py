@@ -191,6 +191,8 @@ def fit_child(spec_path: Path, out_path: Path) -> None:
     import ssl_eq
     from ssl_eq.methods import build_method, compose_config
     spec = json.loads(spec_path.read_text())
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
     batches = torch.load(spec["batches"])
     cfg = compose_config(spec["overrides"])
     cfg.data.num_classes, cfg.data.latent_schema = spec["num_classes"], spec["latent_schema"]
@@ -227,8 +229,10 @@ def save_batches(method: str, overrides: list[str], root: Path, size: int, batch
 
 def run_child(tree: Path, spec: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    subprocess.run([sys.executable, __file__, "--child", str(spec), str(out)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run([sys.executable, __file__, "--child", str(spec), str(out)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"training run in {tree} failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
@@ -259,7 +263,7 @@ def bench_baseline(args: argparse.Namespace) -> None:
                     overrides = [*method_overrides[method], f"data.root={root}", f"data.image_size={size}",
                                  f"data.batch_size={batch}"]
                     spec = {"overrides": overrides, "batches": str(tmp / f"{setup}_{method}.pt"),
-                            "warmup": args.warmup}
+                            "warmup": args.warmup, "threads": args.threads}
                     spec.update(save_batches(method, overrides, root, size, batch, n, Path(spec["batches"])))
                     spec_path = tmp / f"{setup}_{method}.json"
                     spec_path.write_text(json.dumps(spec))
@@ -269,7 +273,8 @@ def bench_baseline(args: argparse.Namespace) -> None:
                         for which in order:
                             tree = base_tree if which == "baseline" else here
                             runs[which].append(run_child(tree, spec_path, tmp / f"out_{which}.json"))
-                    row = {"method": method, "setup": f"{setup} ({size} px, batch {batch})"}
+                    row = {"method": method, "setup": f"{setup} ({size} px, batch {batch})",
+                           "threads": runs["now"][0]["threads"]}
                     for which, rs in runs.items():
                         row[which] = {k: statistics.median(statistics.median(x[k]) for x in rs)
                                       for k in ("wall_ms", "cpu_ms")}
@@ -282,7 +287,7 @@ def bench_baseline(args: argparse.Namespace) -> None:
                           f"  loss equal: {row['loss']}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(base_tree)], check=False)
-    print(f"\nwhole training step (Lightning fit, fp32, CPU, {torch.get_num_threads()} threads), median of "
+    print(f"\nwhole training step (Lightning fit, fp32, CPU, {rows[0]['threads']} threads), median of "
           f"{args.repeats} interleaved runs x {args.steps} steps; baseline = {args.baseline_commit}\n")
     print("| method | set-up | baseline ms/step | now ms/step | speed-up (wall) | speed-up (CPU time) | loss equal? |")
     print("|---|---|---|---|---|---|---|")
@@ -315,6 +320,8 @@ def main() -> None:
     p.add_argument("--large-size", type=int, default=64, help="image size of the resnet18 set-up")
     p.add_argument("--large-batch", type=int, default=8, help="batch size of the resnet18 set-up")
     p.add_argument("--repeats", type=int, default=3, help="runs per tree (baseline comparison)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the baseline comparison's runs (default: torch's own, one per core)")
     p.add_argument("--loss-rtol", type=float, default=1e-5, help="step-1 loss tolerance (100x over all steps)")
     p.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
