@@ -17,8 +17,8 @@ Baseline comparison (`--baseline-commit REV`): seq-JEPA and EquiCaps whole train
 augmentation, step loss, online probes, logging, backward, Adam, seq-JEPA's EMA update) of this tree against
 commit REV, checked out with `git worktree add` into a temporary folder. Both run in subprocesses (PYTHONPATH
 pointing at their tree) on the same saved batches with the same seed, repeats interleaved; a step is the time
-between consecutive on_train_batch_start calls (wall and process CPU), the loss column compares the per-step
-losses of the two trees.
+between consecutive on_train_batch_start calls (wall and process CPU), the loss column compares the two trees'
+losses: step 1 (same weights and batch) within --loss-rtol, and the drift over the later steps.
 
     python tools/bench_train.py --baseline-commit 63d3562                     # demo + ResNet-18 set-ups
     python tools/bench_train.py --baseline-commit 63d3562 --setups demo --repeats 5
@@ -237,10 +237,10 @@ def run_child(tree: Path, spec: Path, out: Path) -> dict:
 
 
 def loss_check(base: list[float], now: list[float], rtol: float) -> str:
-    """'yes' / 'NO' with the largest relative difference of the per-step losses (step 1 and all steps)."""
+    """'yes' / 'NO' from step 1's loss (same weights, same batch: the computation itself), with the largest relative
+    difference over the later steps (those follow optimiser updates, so float rounding compounds)."""
     rel = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(base, now)]
-    verdict = "yes" if rel[0] <= rtol and max(rel) <= 100 * rtol else "NO"
-    return f"{verdict} (step 1 {rel[0]:.0e}, all {max(rel):.0e})"
+    return f"{'yes' if rel[0] <= rtol else 'NO'} (step 1 {rel[0]:.0e}; steps 2-{len(rel)} <= {max(rel[1:]):.0e})"
 
 
 def bench_baseline(args: argparse.Namespace) -> None:
@@ -322,7 +322,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per tree (baseline comparison)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the baseline comparison's runs (default: torch's own, one per core)")
-    p.add_argument("--loss-rtol", type=float, default=1e-5, help="step-1 loss tolerance (100x over all steps)")
+    p.add_argument("--loss-rtol", type=float, default=1e-5, help="relative tolerance of the step-1 loss")
     p.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
