@@ -180,7 +180,7 @@ class BaseMethod(pl.LightningModule):
     def augment_views(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """uint8 (B, V, 3, H, W) -> preprocessed views (B, V, 3, S, S) and applied-augmentation actions (B, V, A)."""
         b, v = images.shape[:2]
-        out = self.augment(self.layout(images.flatten(0, 1)))  # uint8 re-laid out once, not the float passes
+        out = self.augment(images.flatten(0, 1).contiguous())  # NCHW uint8: the float passes vectorise
         x = ((out.images - self.mean) / self.std).unflatten(0, (b, v))
         return x, out.action.unflatten(0, (b, v))
 
