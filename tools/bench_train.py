@@ -12,6 +12,16 @@ CPU the process's peak RSS (ru_maxrss) minus its RSS before the first step.
     python tools/bench_train.py                    # CPU (and GPU when available), ResNet-18, 128 px
     python tools/bench_train.py --device cuda --batch-size 256 --steps 20
     python tools/bench_train.py --equicaps --steps 2 --batch-size 4
+
+Baseline comparison (`--baseline-commit REV`): seq-JEPA and EquiCaps whole training steps (Lightning's fit loop:
+augmentation, step loss, online probes, logging, backward, Adam, seq-JEPA's EMA update) of this tree against
+commit REV, checked out with `git worktree add` into a temporary folder. Both run in subprocesses (PYTHONPATH
+pointing at their tree) on the same saved batches with the same seed, repeats interleaved; a step is the time
+between consecutive on_train_batch_start calls (wall and process CPU), the loss column compares the two trees'
+losses: step 1 (same weights and batch) within --loss-rtol, and the drift over the later steps.
+
+    python tools/bench_train.py --baseline-commit 63d3562                     # demo + ResNet-18 set-ups
+    python tools/bench_train.py --baseline-commit 63d3562 --setups demo --repeats 5
 """
 from __future__ import annotations
 
@@ -19,12 +29,17 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from ssl_eq.datasets import SSLDataModule, make_synthetic_dataset
@@ -146,6 +161,144 @@ def bench_equicaps(args: argparse.Namespace, devices: list[str], tmp: Path) -> N
               f"{b['peak_mib'] / a['peak_mib']:.2f}x |")
 
 
+# ------------------------------------------------------------------ training step vs a baseline commit
+# set-up -> (image size, batch size, method -> config overrides); the ResNet-18 size / batch follow --large-*
+SETUPS = {
+    "demo": (32, 64, {"seqjepa": ["experiment=demo_seqjepa"], "equicaps": ["experiment=demo_equicaps"]}),
+    "resnet18": (None, None, {"seqjepa": ["method=seqjepa", "backbone=resnet18"],
+                              "equicaps": ["method=equicaps_3x3", "backbone=resnet18_sie"]}),
+}
+
+
+class StepClock(pl.Callback):
+    """Wall and process CPU time at each on_train_batch_start, and each step's returned loss."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.losses: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.wall.append(time.perf_counter())
+        self.cpu.append(time.process_time())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def fit_child(spec_path: Path, out_path: Path) -> None:
+    """Run in a subprocess whose PYTHONPATH picks the tree: fit on the saved batches, write the step times."""
+    import ssl_eq
+    from ssl_eq.methods import build_method, compose_config
+    spec = json.loads(spec_path.read_text())
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    batches = torch.load(spec["batches"])
+    cfg = compose_config(spec["overrides"])
+    cfg.data.num_classes, cfg.data.latent_schema = spec["num_classes"], spec["latent_schema"]
+    torch.manual_seed(0)
+    model = build_method(OmegaConf.to_container(cfg, resolve=True))
+    clock = StepClock()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=len(batches), logger=False, callbacks=[clock],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0, precision=cfg.trainer.precision,
+                         log_every_n_steps=cfg.trainer.log_every_n_steps)
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    warm = spec["warmup"]  # step i lasts from its batch start to the next one's (the last batch only closes)
+    wall = [1000 * (b - a) for a, b in zip(clock.wall[warm:], clock.wall[warm + 1:])]
+    cpu = [1000 * (b - a) for a, b in zip(clock.cpu[warm:], clock.cpu[warm + 1:])]
+    out_path.write_text(json.dumps({"wall_ms": wall, "cpu_ms": cpu, "losses": clock.losses,
+                                    "ssl_eq": str(Path(ssl_eq.__file__).parent), "threads": torch.get_num_threads()}))
+
+
+def save_batches(method: str, overrides: list[str], root: Path, size: int, batch: int, n: int, path: Path) -> dict:
+    """n training batches of the synthetic dataset at `root` (this tree's loader) saved to `path`; the spec
+    fields the children need."""
+    from ssl_eq.methods import compose_config
+    cfg = compose_config([*overrides, f"data.root={root}", f"data.image_size={size}"])
+    method_cls = get_method(cfg.method.name)
+    dm = SSLDataModule(root, kind=method_cls.batch_kind, batch_size=batch, num_workers=0,
+                       num_views=method_cls.item_views(cfg.data, cfg.method), pin_memory=False,
+                       persistent_workers=False)
+    batches: list[dict] = []
+    while len(batches) < n:
+        batches += list(dm.train_dataloader())
+    torch.save(batches[:n], path)
+    return {"num_classes": dm.info["num_classes"], "latent_schema": list(dm.info["latent_schema"])}
+
+
+def run_child(tree: Path, spec: Path, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, __file__, "--child", str(spec), str(out)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"training run in {tree} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def loss_check(base: list[float], now: list[float], rtol: float) -> str:
+    """'yes' / 'NO' from step 1's loss (same weights, same batch: the computation itself), with the largest relative
+    difference over the later steps (those follow optimiser updates, so float rounding compounds)."""
+    rel = [abs(a - b) / max(abs(a), 1e-12) for a, b in zip(base, now)]
+    return f"{'yes' if rel[0] <= rtol else 'NO'} (step 1 {rel[0]:.0e}; steps 2-{len(rel)} <= {max(rel[1:]):.0e})"
+
+
+def bench_baseline(args: argparse.Namespace) -> None:
+    """This tree vs `--baseline-commit` on each set-up x method; markdown table of median ms/step."""
+    here = Path(__file__).resolve().parents[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base_tree = tmp / "baseline"
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", str(base_tree),
+                        args.baseline_commit], check=True, capture_output=True)
+        try:
+            for setup in args.setups:
+                size, batch, method_overrides = SETUPS[setup]
+                size, batch = size or args.large_size, batch or args.large_batch
+                root = tmp / f"data_{setup}"
+                n = args.warmup + args.steps + 1
+                make_synthetic_dataset(root, num_objects=n * batch * 4 // 3 + 8, views=4, size=size, num_classes=5)
+                for method in args.baseline_methods:
+                    overrides = [*method_overrides[method], f"data.root={root}", f"data.image_size={size}",
+                                 f"data.batch_size={batch}"]
+                    spec = {"overrides": overrides, "batches": str(tmp / f"{setup}_{method}.pt"),
+                            "warmup": args.warmup, "threads": args.threads}
+                    spec.update(save_batches(method, overrides, root, size, batch, n, Path(spec["batches"])))
+                    spec_path = tmp / f"{setup}_{method}.json"
+                    spec_path.write_text(json.dumps(spec))
+                    runs: dict[str, list[dict]] = {"baseline": [], "now": []}
+                    for r in range(args.repeats):  # interleaved, the order alternating
+                        order = ("baseline", "now") if r % 2 == 0 else ("now", "baseline")
+                        for which in order:
+                            tree = base_tree if which == "baseline" else here
+                            runs[which].append(run_child(tree, spec_path, tmp / f"out_{which}.json"))
+                    row = {"method": method, "setup": f"{setup} ({size} px, batch {batch})",
+                           "threads": runs["now"][0]["threads"]}
+                    for which, rs in runs.items():
+                        row[which] = {k: statistics.median(statistics.median(x[k]) for x in rs)
+                                      for k in ("wall_ms", "cpu_ms")}
+                        row[which]["losses"] = rs[0]["losses"]
+                    row["loss"] = loss_check(row["baseline"]["losses"], row["now"]["losses"], args.loss_rtol)
+                    rows.append(row)
+                    b, c = row["baseline"], row["now"]
+                    print(f"{method:8s} {row['setup']:28s} baseline {b['wall_ms']:8.1f} ms  now {c['wall_ms']:8.1f} ms"
+                          f"  x{b['wall_ms'] / c['wall_ms']:.2f} (CPU x{b['cpu_ms'] / c['cpu_ms']:.2f})"
+                          f"  loss equal: {row['loss']}", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(base_tree)], check=False)
+    print(f"\nwhole training step (Lightning fit, fp32, CPU, {rows[0]['threads']} threads), median of "
+          f"{args.repeats} interleaved runs x {args.steps} steps; baseline = {args.baseline_commit}\n")
+    print("| method | set-up | baseline ms/step | now ms/step | speed-up (wall) | speed-up (CPU time) | loss equal? |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        b, c = r["baseline"], r["now"]
+        print(f"| {r['method']} | {r['setup']} | {b['wall_ms']:.1f} | {c['wall_ms']:.1f} | "
+              f"{b['wall_ms'] / c['wall_ms']:.2f}x | {b['cpu_ms'] / c['cpu_ms']:.2f}x | {r['loss']} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=["vicreg", "simclr", "byol", "sie", "seqjepa", "equimod", "augself"])
@@ -155,12 +308,31 @@ def main() -> None:
     p.add_argument("--device", nargs="+", default=None, help="default: cpu, plus cuda when available")
     p.add_argument("--batch-size", type=int, default=None,
                    help="pairs / sequences per step (default 4 on CPU, 256 on GPU)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps (after --warmup)")
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="timed steps (after --warmup; default 2, baseline 10)")
+    p.add_argument("--warmup", type=int, default=None, help="default 1, baseline comparison 3")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--objects", type=int, default=None, help="synthetic objects (default: 4 batches' worth)")
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    p.add_argument("--baseline-commit", default=None,
+                   help="compare seq-JEPA / EquiCaps training steps of this tree with this commit (e.g. 63d3562)")
+    p.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    p.add_argument("--baseline-methods", nargs="+", default=["seqjepa", "equicaps"], choices=["seqjepa", "equicaps"])
+    p.add_argument("--large-size", type=int, default=64, help="image size of the resnet18 set-up")
+    p.add_argument("--large-batch", type=int, default=8, help="batch size of the resnet18 set-up")
+    p.add_argument("--repeats", type=int, default=3, help="runs per tree (baseline comparison)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the baseline comparison's runs (default: torch's own, one per core)")
+    p.add_argument("--loss-rtol", type=float, default=1e-5, help="relative tolerance of the step-1 loss")
+    p.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.child:
+        fit_child(*args.child)
+        return
+    if args.baseline_commit:
+        args.steps, args.warmup = args.steps or 10, 3 if args.warmup is None else args.warmup
+        bench_baseline(args)
+        return
+    args.steps, args.warmup = args.steps or 2, 1 if args.warmup is None else args.warmup
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     rows = []
     if args.equicaps:

@@ -155,10 +155,10 @@ class SeqJEPA(BaseMethod):
         the M observed views through augment.transforms, the target through augment.target_transforms
         (the same pipeline when that is null)."""
         b, m = images.shape[0], self.seq_len
-        obs = self.augment(images[:, :m].flatten(0, 1))
+        obs = self.augment(images[:, :m].flatten(0, 1).contiguous())  # NCHW uint8: the float passes vectorise
         pipe, key = (self.augment_target, "target_transforms") if self.augment_target is not None \
             else (self.augment, "transforms")
-        tgt = pipe(images[:, m])
+        tgt = pipe(images[:, m].contiguous())
         x = torch.cat([obs.images.unflatten(0, (b, m)), tgt.images[:, None]], 1)
         vec = torch.cat([self._view_vector(obs, self.augment, "transforms").unflatten(0, (b, m)),
                          self._view_vector(tgt, pipe, key)[:, None]], 1)

@@ -37,6 +37,43 @@ class PrimaryCapsules(nn.Module):
         return a, pose
 
 
+class WeightedVotes(torch.autograd.Function):
+    """Σ_i w_ij · W1_i[j] u_i without the (B, N, K, P) tensor in a layout that needs copies.
+
+    w (B, N, K), pose u (B, N, P), W1 (N, K·P, P) -> (B, K, P). The votes are made once in (N, B, K·P) order
+    (one batched GEMM over the N capsules) and kept for backward; the weighted sum over i and every gradient
+    are batched GEMMs on strided views of them. Same values and gradients as
+    `einsum("bnk,bnkp->bkp", w, einsum("nop,bnp->bno", W1, u).unflatten(-1, (K, P)))` (tests/test_equicaps.py).
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, pose: Tensor, w1: Tensor) -> Tensor:
+        b, n, k = w.shape
+        p = pose.shape[-1]
+        votes = torch.bmm(pose.transpose(0, 1), w1.transpose(1, 2))                      # (N, B, K·P)
+        out = torch.bmm(w.permute(0, 2, 1).reshape(b * k, 1, n),                           # (B·K, 1, N)
+                        votes.view(n, b * k, p).transpose(0, 1))                           # (B·K, N, P)
+        ctx.save_for_backward(w, pose, w1, votes)
+        return out.view(b, k, p)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        w, pose, w1, votes = ctx.saved_tensors
+        b, n, k = w.shape
+        p = pose.shape[-1]
+        grad_w = grad_pose = grad_w1 = None
+        if ctx.needs_input_grad[0]:                                                        # Σ_q g_bkq votes_nbkq
+            grad_w = torch.bmm(votes.view(n, b * k, p).transpose(0, 1), grad.reshape(b * k, p, 1))
+            grad_w = grad_w.view(b, k, n).transpose(1, 2)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_votes = (w.transpose(0, 1).unsqueeze(-1) * grad.unsqueeze(0)).view(n, b, k * p)   # (N, B, K·P)
+            if ctx.needs_input_grad[1]:
+                grad_pose = torch.bmm(grad_votes, w1).transpose(0, 1)
+            if ctx.needs_input_grad[2]:
+                grad_w1 = torch.bmm(grad_votes.transpose(1, 2), pose.transpose(0, 1))
+        return grad_w, grad_pose, grad_w1
+
+
 class SelfRouting(nn.Module):
     """Self-routing of N input capsules (pose size P) to K output capsules (pose size P), one pass.
 
@@ -55,13 +92,12 @@ class SelfRouting(nn.Module):
         nn.init.kaiming_normal_(self.W1)
 
     def route(self, a: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
-        votes = torch.einsum("nop,bnp->bno", self.W1, pose).unflatten(-1, (self.num_outputs, self.pose_size))
         r = torch.softmax(torch.einsum("nkp,bnp->bnk", self.W2, pose) + self.b2, dim=-1)   # (B, N, K)
         # a_out = Σ_i a_i r_ij / Σ_i a_i, written as 1/K + Σ_i (a_i / Σa)(r_ij − 1/K): uniform r gives exactly 1/K
         uniform = 1.0 / self.num_outputs
         a_out = uniform + torch.einsum("bn,bnk->bk", a / a.sum(1, keepdim=True), r - uniform)
         ar = a.unsqueeze(-1) * r
-        pose_out = torch.einsum("bnk,bnkp->bkp", ar / ar.sum(1, keepdim=True), votes)
+        pose_out = WeightedVotes.apply(ar / ar.sum(1, keepdim=True), pose, self.W1)      # Σ_i c_ij W1_i[j] u_i
         return a_out, pose_out
 
     def forward(self, a: Tensor, pose: Tensor) -> tuple[Tensor, Tensor]:
