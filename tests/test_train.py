@@ -60,6 +60,38 @@ def test_pretrain_run_folder_and_load_run(data_root, tmp_path):
     assert embs["inv"].shape == embs["equi"].shape == pred.shape == (3, 16)
 
 
+def test_train_metrics_are_logged_only_on_the_steps_the_loggers_write(data_root, tmp_path, monkeypatch):
+    """Every self.log costs Lightning's bookkeeping: a training step logs only where the loggers write
+    (every trainer.log_every_n_steps steps) and at the last step, whose values metrics.json holds (Lightning
+    writes the last step to the loggers only on the interval, as before)."""
+    logged, losses = [], []
+    real_log, real_step_loss = BaseMethod.log, SIE.step_loss
+
+    def log(self, name, value, *args, **kwargs):
+        if name == "train/loss":
+            logged.append(self.global_step)
+        return real_log(self, name, value, *args, **kwargs)
+
+    def step_loss(self, *args, **kwargs):
+        out = real_step_loss(self, *args, **kwargs)
+        if self.training:
+            losses.append(float(out.loss.detach()))
+        return out
+
+    monkeypatch.setattr(BaseMethod, "log", log)
+    monkeypatch.setattr(SIE, "step_loss", step_loss)
+    run = tmp_path / "run"
+    pretrain(run_cfg(data_root, run, "trainer.max_steps=7", "trainer.log_every_n_steps=3", "logger=csv"))
+    assert logged == [2, 5, 6] and len(losses) == 7
+    rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    train_rows = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    train_rows = [r for r in train_rows if r["train/loss"]]
+    assert [int(r["step"]) for r in train_rows] == [2, 5]
+    assert float(train_rows[-1]["train/loss"]) == pytest.approx(losses[5])
+    assert json.loads((run / "metrics.json").read_text())["metrics"]["train/loss"] == pytest.approx(losses[-1])
+
+
 def test_validation_runs_on_schedule_and_at_the_end(data_root, tmp_path, monkeypatch, caplog):
     """18 train objects / batch 8 = 2 steps per epoch: validation after epoch 1 (step 2) and once more at
     the end (step 3, mid-epoch), so metrics.json holds the final val metrics; it never updates the encoder."""
