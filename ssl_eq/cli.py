@@ -111,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """args.func(args); commands that compute on the CPU (`thread_policy` in their defaults) run under the thread
-    policy (ssl_eq.utils.threads; SSL_EQ_THREADS), which is printed with what it used."""
+    policy (ssl_eq.utils.threads; SSL_EQ_THREADS), which is printed with what it used, and keep large freed blocks
+    for reuse (ssl_eq.utils.memory; SSL_EQ_MALLOC)."""
     if not getattr(args, "thread_policy", False):
         return int(args.func(args) or 0)
+    from ssl_eq.utils.memory import keep_large_blocks
     from ssl_eq.utils.threads import thread_policy
+
+    keep_large_blocks()
 
     with thread_policy() as policy:
         code = int(args.func(args) or 0)

@@ -261,9 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     src = make_synthetic_dataset(work / "synthetic", num_objects=args.objects, views=args.views, size=args.size,
                                  objects_per_shard=16, image_fn=image_fn, val_fraction=0.25)
     if args.normalize:
+        from ssl_eq.utils.memory import keep_large_blocks
+        malloc = keep_large_blocks() or "glibc defaults"  # as the toolkit's commands set it (SSL_EQ_MALLOC=0: off)
         print(f"Loader normalisation, {datetime.datetime.now().isoformat(timespec='minutes')}; machine: "
               f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPUs, load "
-              f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
+              f"{os.getloadavg()[0]:.1f}; torch {torch.__version__} ({torch.get_num_threads()} threads); malloc {malloc}")
         print(f"{args.kind}s of {args.objects} objects x {args.views} views at {args.size} px, raw shards, batch "
               f"{args.batch_size}, {args.workers} worker threads, warm, best of {args.passes} interleaved passes\n")
         return _normalize_table(src, args)

@@ -191,6 +191,9 @@ def fit_child(spec_path: Path, out_path: Path) -> None:
     import ssl_eq
     from ssl_eq.methods import build_method, compose_config
     spec = json.loads(spec_path.read_text())
+    with contextlib.suppress(ImportError):  # the process set-up `ssl-eq pretrain` does (absent at older commits)
+        from ssl_eq.utils.memory import keep_large_blocks
+        keep_large_blocks()
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     batches = torch.load(spec["batches"])

@@ -354,6 +354,7 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
 
     from ssl_eq.datasets import SSLDataModule
     from ssl_eq.methods.callbacks import ThreadTicks
+    from ssl_eq.utils.memory import keep_large_blocks
     from ssl_eq.utils.threads import thread_policy
 
     if OmegaConf.is_missing(cfg.data, "root"):
@@ -412,6 +413,7 @@ def _pretrain(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, torch.Tensor] = {}
     if trainer.is_global_zero:  # a killed process leaves "running": the report does not show it as completed
         write_json_atomic(summary_file, {**previous, "method": cfg.method.name, "status": "running"})
+    keep_large_blocks()
     with thread_policy(fixed_threads(cfg)) as policy:
         try:
             rank_zero_info(policy.describe())
