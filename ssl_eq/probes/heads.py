@@ -172,7 +172,8 @@ def train_head(train: ViewTuples, evaluation: ViewTuples, eval_rows: Tensor, out
         holdout = holdout.standardized(mean, std) if holdout is not None else None
     selection = _Selection(holdout, gen, loss_fn, device) if holdout is not None else None
     head = make_head(train.features.shape[-1] * train.arity, out_dim, cfg.hidden).to(device)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel per parameter instead of ~10 passes (~20 % of a demo probe's time); same update up to rounding
+    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     rows = train.draw(gen)
     targets = train.target(rows)
     if cfg.start_from_mean:
