@@ -5,12 +5,21 @@ Every step is the public CLI command a researcher would run at full scale, print
 re-running resumes (complete shards and finished runs are kept). Each method `m` of --methods trains with
 ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report. With --seeds N
 each method trains N times (seed=0..N-1, runs/<m>_s<k>); the report groups them (mean ± std over seeds).
+
+--jobs J runs J (pretrain, probe) chains at once, each a subprocess with CPUs / J torch threads (SSL_EQ_THREADS)
+and its output in logs/<run>.log: a demo step is hundreds of tiny ops whose second thread adds only ~40 %, so two
+one-thread runs side by side do ~1.4x the work of one two-thread run (BENCHMARKS.md "Demo time").
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .config import config_dir
@@ -60,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--probe-epochs", type=int, default=d["probe_epochs"], help="epochs of each probe")
     p.add_argument("--seeds", type=int, default=1,
                    help="train each method this many times (seed=0..N-1); the report shows mean ± std over seeds")
+    p.add_argument("--jobs", default="auto",
+                   help="trainings (pretrain + probe) run at once, each with CPUs / jobs threads; auto: one per CPU "
+                        "this process may use, at most one per run; 1: one after the other in this process")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_demo)
@@ -74,6 +86,111 @@ def _step(argv: list[str]) -> None:
     if code:
         raise SystemExit(f"demo step failed (exit {code}): ssl-eq {shlex.join(argv)}")
     print(f"  ({time.time() - t:.0f} s)", flush=True)
+
+
+def parse_jobs(value: str, runs: int) -> int:
+    """--jobs: "auto" -> one per CPU this process may use, at most `runs`; else a positive integer."""
+    from .utils.threads import allowed_cpus
+
+    text = str(value).strip().lower()
+    if text == "auto":
+        return max(1, min(allowed_cpus(), runs))
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise ValueError(f"--jobs: expected 'auto' or a positive integer, got {value!r}")
+
+
+PROGRESS_EVERY = 30.0  # s between two progress lines of the running jobs
+
+
+def _last_line(log: Path, width: int = 100) -> str:
+    """The last progress text of a log (tqdm rewrites its line with carriage returns)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1][-width:] if parts else ""
+
+
+class _Children:
+    """The subprocesses of run_parallel, started under a lock so that `stop()` leaves none running behind it."""
+
+    def __init__(self) -> None:
+        self.lock, self.procs, self.stopped = threading.Lock(), set(), False
+
+    def run(self, cmd: list[str], **kwargs) -> int | None:
+        """Exit code of `cmd`; None when stopped before it started."""
+        with self.lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, **kwargs)
+            self.procs.add(proc)
+        code = proc.wait()
+        with self.lock:
+            self.procs.discard(proc)
+        return code
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for proc in self.procs:
+                proc.terminate()
+
+
+def _run_chain(chain: list[list[str]], log: Path, env: dict[str, str], children: _Children) -> float:
+    """Run the commands of one training one after the other, output appended to `log`; seconds taken. Raises
+    SystemExit naming the command and the log when one fails."""
+    t = time.time()
+    for argv in chain:
+        with open(log, "a") as f:
+            f.write(f"\n$ ssl-eq {shlex.join(argv)}\n")
+            f.flush()
+            code = children.run([sys.executable, "-m", "ssl_eq.cli", *argv], stdout=f, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env)
+        if code:
+            raise SystemExit(f"demo step failed (exit {code}): ssl-eq {shlex.join(argv)}; its output: {log}\n"
+                             f"{_last_line(log, 400)}")
+    return time.time() - t
+
+
+def run_parallel(chains: list[list[list[str]]], jobs: int, logs: Path) -> None:
+    """Run the (pretrain, probe) chains, `jobs` at a time, each with CPUs / jobs torch threads unless SSL_EQ_THREADS
+    is set; prints each start and end, and every PROGRESS_EVERY s the running jobs' last progress line. A failure
+    or Ctrl-C stops the other jobs (re-running the demo resumes them)."""
+    from .utils.threads import ENV, allowed_cpus
+
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, ENV: os.environ.get(ENV, str(max(1, allowed_cpus() // jobs)))}
+    print(f"\n{len(chains)} trainings, {jobs} at a time ({ENV}={env[ENV]} each); output in {logs}/", flush=True)
+    children = _Children()
+    pending: dict[Future, tuple[str, Path]] = {}
+    pool = ThreadPoolExecutor(jobs)
+    try:
+        for chain in chains:
+            name = Path(chain[1][1]).name
+            log = logs / f"{name}.log"
+            log.write_text("")
+            pending[pool.submit(_run_chain, chain, log, env, children)] = (name, log)
+        started: set[Future] = set()
+        while pending:
+            for f, (name, _) in pending.items():
+                if f not in started and f.running():
+                    started.add(f)
+                    print(f"[{name}] started: ssl-eq pretrain, then ssl-eq probe", flush=True)
+            done, _ = wait(pending, timeout=PROGRESS_EVERY, return_when=FIRST_COMPLETED)
+            for f in done:
+                name, _ = pending.pop(f)
+                print(f"[{name}] done ({f.result():.0f} s)", flush=True)
+            if not done:
+                for f, (name, log) in pending.items():
+                    if f.running():
+                        print(f"[{name}] {_last_line(log)}", flush=True)
+    finally:
+        children.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def render_argv(args: argparse.Namespace, data: Path) -> list[str]:
@@ -104,13 +221,18 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     plan = [(method, seed, run_dir) for method in methods for seed, run_dir in run_dirs(args, method, out)]
     data, report = out / "data", out / "report"
+    chains = [[pretrain_argv(args, method, data, run_dir, seed),
+               ["probe", str(run_dir), "--epochs", str(args.probe_epochs)]] for method, seed, run_dir in plan]
+    jobs = parse_jobs(args.jobs, len(chains))
     start = time.time()
     _step(render_argv(args, data))
-    runs = []
-    for method, seed, run_dir in plan:
-        _step(pretrain_argv(args, method, data, run_dir, seed))
-        _step(["probe", str(run_dir), "--epochs", str(args.probe_epochs)])
-        runs.append(str(run_dir))
+    if jobs == 1:
+        for chain in chains:
+            for argv in chain:
+                _step(argv)
+    else:
+        run_parallel(chains, jobs, out / "logs")
+    runs = [str(run_dir) for _, _, run_dir in plan]
     _step(["report", *runs, "--out", str(report), "--title", "ssl_eq demo (procedural objects, CPU)"])
     print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min")
     print(f"report: {report / 'report.md'} and {report / 'report.html'}")

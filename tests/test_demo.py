@@ -1,6 +1,7 @@
 """`ssl-eq demo`: the size it renders is the size it trains and probes at; --methods."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,43 @@ def test_seeds_option_trains_each_method_once_per_seed():
     assert run_dirs(build_parser().parse_args(["demo"]), "sie", Path("out")) == [(0, Path("out/runs/sie"))]
     with pytest.raises(ValueError, match="--seeds must be >= 1"):
         run_dirs(build_parser().parse_args(["demo", "--seeds", "0"]), "sie", Path("out"))
+
+
+def test_jobs_option():
+    from ssl_eq.demo import parse_jobs
+    from ssl_eq.utils.threads import allowed_cpus
+
+    assert parse_jobs("auto", 3) == min(allowed_cpus(), 3) and parse_jobs("auto", 1) == 1 and parse_jobs("4", 2) == 4
+    with pytest.raises(ValueError, match="--jobs: expected 'auto' or a positive integer, got '0'"):
+        parse_jobs("0", 2)
+
+
+def test_parallel_trainings_each_run_with_their_share_of_the_cpus_and_log_to_their_own_file(tmp_path, capsys,
+                                                                                              monkeypatch):
+    from ssl_eq.cli import main
+    from ssl_eq.utils.threads import ENV, allowed_cpus
+
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--objects", "90", "--views", "2", "--steps", "3", "--probe-epochs", "1",
+                 "--methods", "sie,vicreg", "--jobs", "2", "--out", "out"]) == 0
+    printed = capsys.readouterr().out
+    assert f"2 trainings, 2 at a time ({ENV}={max(1, allowed_cpus() // 2)} each)" in printed
+    for run in ("sie", "vicreg"):
+        assert f"[{run}] done" in printed
+        log = (tmp_path / "out" / "logs" / f"{run}.log").read_text()
+        assert log.index("$ ssl-eq pretrain experiment=demo_" + run) < log.index("$ ssl-eq probe out/runs/" + run)
+        summary = json.loads((tmp_path / "out" / "runs" / run / "metrics.json").read_text())
+        assert summary["status"] == "completed"
+        assert summary["threads"]["setting"] == str(max(1, allowed_cpus() // 2))
+        assert (tmp_path / "out" / "runs" / run / "probe" / "probe.json").is_file()
+    assert (tmp_path / "out" / "report" / "report.md").is_file()
+
+
+def test_a_failed_parallel_training_names_its_command_and_log(tmp_path):
+    from ssl_eq.demo import run_parallel
+
+    bad = [["pretrain", "experiment=demo_nosuch", "data.root=d", "run_dir=r"], ["probe", "runs/bad"]]
+    with pytest.raises(SystemExit, match=r"ssl-eq pretrain experiment=demo_nosuch .*its output: .*bad\.log"):
+        run_parallel([bad], 2, tmp_path / "logs")
+    assert "demo_nosuch" in (tmp_path / "logs" / "bad.log").read_text()
