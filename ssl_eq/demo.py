@@ -6,8 +6,8 @@ re-running resumes (complete shards and finished runs are kept). Each method `m`
 ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report. With --seeds N
 each method trains N times (seed=0..N-1, runs/<m>_s<k>); the report groups them (mean ± std over seeds).
 
---jobs J runs J (pretrain, probe) chains at once, each a subprocess with CPUs / J torch threads (SSL_EQ_THREADS)
-and its output in logs/<run>.log: a demo step is hundreds of tiny ops whose second thread adds only ~40 %, so two
+--jobs J runs J of the trainings' commands at once (every pretrain before any probe, a probe once its pretrain is
+done), each a subprocess with CPUs / J torch threads (SSL_EQ_THREADS), output in logs/<run>.log: a demo step is hundreds of tiny ops whose second thread adds only ~40 %, so two
 one-thread runs side by side do ~1.4x the work of one two-thread run (BENCHMARKS.md "Demo time").
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from .config import config_dir
@@ -112,85 +111,111 @@ def _last_line(log: Path, width: int = 100) -> str:
     except OSError:
         return ""
     parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
-    return parts[-1][-width:] if parts else ""
+    return parts[-1][:width] if parts else ""
 
 
-class _Children:
-    """The subprocesses of run_parallel, started under a lock so that `stop()` leaves none running behind it."""
+class _Scheduler:
+    """Runs the commands of several chains (a run's pretrain, then its probe) on `jobs` worker threads: a free
+    worker takes the earliest step of any chain that is not running (so every pretrain starts before any probe, and
+    a probe as soon as its pretrain is done and a worker is free), each as a subprocess whose output is appended to
+    its run's log. The first failure stops the rest (their processes are terminated)."""
 
-    def __init__(self) -> None:
-        self.lock, self.procs, self.stopped = threading.Lock(), set(), False
+    def __init__(self, chains: list[list[list[str]]], logs: list[Path], env: dict[str, str]) -> None:
+        self.chains, self.logs, self.env = chains, logs, env
+        self.next = [0] * len(chains)            # index of each chain's next command
+        self.busy: dict[int, float] = {}         # chain -> start time of its running command
+        self.procs: set[subprocess.Popen] = set()
+        self.error: SystemExit | None = None
+        self.stopped = False
+        self.workers = 0                         # worker threads still running
+        self.cond = threading.Condition()
 
-    def run(self, cmd: list[str], **kwargs) -> int | None:
-        """Exit code of `cmd`; None when stopped before it started."""
-        with self.lock:
-            if self.stopped:
+    def _take(self) -> int | None:
+        """Under the lock: the chain whose next command a free worker runs; None when nothing is left."""
+        while not self.stopped:
+            ready = [c for c, chain in enumerate(self.chains) if c not in self.busy and self.next[c] < len(chain)]
+            if ready:
+                c = min(ready, key=lambda c: self.next[c])
+                self.busy[c] = time.time()
+                return c
+            if not self.busy:
                 return None
-            proc = subprocess.Popen(cmd, **kwargs)
-            self.procs.add(proc)
-        code = proc.wait()
-        with self.lock:
-            self.procs.discard(proc)
-        return code
+            self.cond.wait()
+        return None
+
+    def worker(self) -> None:
+        while True:
+            with self.cond:
+                c = self._take()
+                if c is None:
+                    self.workers -= 1
+                    self.cond.notify_all()
+                    return
+                argv, log = self.chains[c][self.next[c]], self.logs[c]
+                print(f"[{log.stem}] {argv[0]} started", flush=True)
+                try:
+                    with open(log, "a") as f:
+                        f.write(f"\n$ ssl-eq {shlex.join(argv)}\n")
+                        f.flush()
+                        proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.cli", *argv], stdout=f,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+                except OSError as e:
+                    self.error = self.error or SystemExit(f"demo step could not start: ssl-eq {shlex.join(argv)}: {e}")
+                    self.busy.pop(c)
+                    self.stop()
+                    continue
+                self.procs.add(proc)
+            code = proc.wait()
+            with self.cond:
+                self.procs.discard(proc)
+                took = time.time() - self.busy.pop(c)
+                if code and not self.stopped:
+                    self.error = SystemExit(f"demo step failed (exit {code}): ssl-eq {shlex.join(argv)}; its output: "
+                                            f"{log}\n{_last_line(log, 400)}")
+                    self.stop()
+                elif not code:
+                    self.next[c] += 1
+                    print(f"[{log.stem}] {argv[0]} done ({took:.0f} s)", flush=True)
+                self.cond.notify_all()
 
     def stop(self) -> None:
-        with self.lock:
-            self.stopped = True
-            for proc in self.procs:
-                proc.terminate()
-
-
-def _run_chain(chain: list[list[str]], log: Path, env: dict[str, str], children: _Children) -> float:
-    """Run the commands of one training one after the other, output appended to `log`; seconds taken. Raises
-    SystemExit naming the command and the log when one fails."""
-    t = time.time()
-    for argv in chain:
-        with open(log, "a") as f:
-            f.write(f"\n$ ssl-eq {shlex.join(argv)}\n")
-            f.flush()
-            code = children.run([sys.executable, "-m", "ssl_eq.cli", *argv], stdout=f, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=env)
-        if code:
-            raise SystemExit(f"demo step failed (exit {code}): ssl-eq {shlex.join(argv)}; its output: {log}\n"
-                             f"{_last_line(log, 400)}")
-    return time.time() - t
+        """Under the lock: no command starts after this one, the running ones are terminated."""
+        self.stopped = True
+        for proc in self.procs:
+            proc.terminate()
+        self.cond.notify_all()
 
 
 def run_parallel(chains: list[list[list[str]]], jobs: int, logs: Path) -> None:
-    """Run the (pretrain, probe) chains, `jobs` at a time, each with CPUs / jobs torch threads unless SSL_EQ_THREADS
-    is set; prints each start and end, and every PROGRESS_EVERY s the running jobs' last progress line. A failure
-    or Ctrl-C stops the other jobs (re-running the demo resumes them)."""
+    """Run the (pretrain, probe) chains on `jobs` workers (`_Scheduler`), each command with CPUs / jobs torch threads
+    unless SSL_EQ_THREADS is set; output in logs/<run>.log; prints each start and end, and every PROGRESS_EVERY s
+    the running commands' last progress line. A failure or Ctrl-C stops the others (re-running the demo resumes)."""
     from .utils.threads import ENV, allowed_cpus
 
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, ENV: os.environ.get(ENV, str(max(1, allowed_cpus() // jobs)))}
-    print(f"\n{len(chains)} trainings, {jobs} at a time ({ENV}={env[ENV]} each); output in {logs}/", flush=True)
-    children = _Children()
-    pending: dict[Future, tuple[str, Path]] = {}
-    pool = ThreadPoolExecutor(jobs)
+    print(f"\n{len(chains)} trainings, {jobs} commands at a time ({ENV}={env[ENV]} each); output in {logs}/",
+          flush=True)
+    files = [logs / f"{Path(chain[-1][1]).name}.log" for chain in chains]
+    for f in files:
+        f.write_text("")
+    scheduler = _Scheduler(chains, files, env)
+    scheduler.workers = jobs
+    workers = [threading.Thread(target=scheduler.worker, daemon=True) for _ in range(jobs)]
+    for w in workers:
+        w.start()
     try:
-        for chain in chains:
-            name = Path(chain[1][1]).name
-            log = logs / f"{name}.log"
-            log.write_text("")
-            pending[pool.submit(_run_chain, chain, log, env, children)] = (name, log)
-        started: set[Future] = set()
-        while pending:
-            for f, (name, _) in pending.items():
-                if f not in started and f.running():
-                    started.add(f)
-                    print(f"[{name}] started: ssl-eq pretrain, then ssl-eq probe", flush=True)
-            done, _ = wait(pending, timeout=PROGRESS_EVERY, return_when=FIRST_COMPLETED)
-            for f in done:
-                name, _ = pending.pop(f)
-                print(f"[{name}] done ({f.result():.0f} s)", flush=True)
-            if not done:
-                for f, (name, log) in pending.items():
-                    if f.running():
-                        print(f"[{name}] {_last_line(log)}", flush=True)
+        with scheduler.cond:
+            while not scheduler.cond.wait_for(lambda: scheduler.workers == 0, timeout=PROGRESS_EVERY):
+                for c in scheduler.busy:
+                    print(f"[{files[c].stem}] {_last_line(files[c])}", flush=True)
     finally:
-        children.stop()
-        pool.shutdown(wait=True, cancel_futures=True)
+        with scheduler.cond:
+            scheduler.stop()
+        for w in workers:
+            w.join()
+    if scheduler.error is not None:
+        raise scheduler.error
 
 
 def render_argv(args: argparse.Namespace, data: Path) -> list[str]:

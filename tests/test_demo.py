@@ -78,9 +78,9 @@ def test_parallel_trainings_each_run_with_their_share_of_the_cpus_and_log_to_the
     assert main(["demo", "--objects", "90", "--views", "2", "--steps", "3", "--probe-epochs", "1",
                  "--methods", "sie,vicreg", "--jobs", "2", "--out", "out"]) == 0
     printed = capsys.readouterr().out
-    assert f"2 trainings, 2 at a time ({ENV}={max(1, allowed_cpus() // 2)} each)" in printed
+    assert f"2 trainings, 2 commands at a time ({ENV}={max(1, allowed_cpus() // 2)} each)" in printed
     for run in ("sie", "vicreg"):
-        assert f"[{run}] done" in printed
+        assert f"[{run}] pretrain done" in printed and f"[{run}] probe done" in printed
         log = (tmp_path / "out" / "logs" / f"{run}.log").read_text()
         assert log.index("$ ssl-eq pretrain experiment=demo_" + run) < log.index("$ ssl-eq probe out/runs/" + run)
         summary = json.loads((tmp_path / "out" / "runs" / run / "metrics.json").read_text())
