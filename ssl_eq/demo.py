@@ -7,12 +7,14 @@ ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling ro
 each method trains N times (seed=0..N-1, runs/<m>_s<k>); the report groups them (mean ± std over seeds).
 
 --jobs J runs J of the trainings' commands at once (every pretrain before any probe, a probe once its pretrain is
-done), each a subprocess with CPUs / J torch threads (SSL_EQ_THREADS), output in logs/<run>.log: a demo step is hundreds of tiny ops whose second thread adds only ~40 %, so two
-one-thread runs side by side do ~1.4x the work of one two-thread run (BENCHMARKS.md "Demo time").
+done) in J worker processes with CPUs / J torch threads each (SSL_EQ_THREADS), output in logs/<run>.log: a demo
+step is hundreds of tiny ops whose second thread adds only ~40 %, so two one-thread runs side by side do ~1.4x the
+work of one two-thread run (BENCHMARKS.md "Demo time").
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -117,8 +119,8 @@ def _last_line(log: Path, width: int = 100) -> str:
 class _Scheduler:
     """Runs the commands of several chains (a run's pretrain, then its probe) on `jobs` worker threads: a free
     worker takes the earliest step of any chain that is not running (so every pretrain starts before any probe, and
-    a probe as soon as its pretrain is done and a worker is free), each as a subprocess whose output is appended to
-    its run's log. The first failure stops the rest (their processes are terminated)."""
+    a probe as soon as its pretrain is done and a worker is free), in the worker's `serve()` process, its output
+    appended to its run's log. The first failure stops the rest (their processes are terminated)."""
 
     def __init__(self, chains: list[list[list[str]]], logs: list[Path], env: dict[str, str]) -> None:
         self.chains, self.logs, self.env = chains, logs, env
@@ -144,30 +146,28 @@ class _Scheduler:
         return None
 
     def worker(self) -> None:
+        """One worker thread: its commands run one after the other in one `serve()` process (the imports, ~5 s of
+        CPU per command, are paid once per worker)."""
+        proc: subprocess.Popen | None = None
         while True:
             with self.cond:
                 c = self._take()
                 if c is None:
                     self.workers -= 1
                     self.cond.notify_all()
-                    return
+                    break
                 argv, log = self.chains[c][self.next[c]], self.logs[c]
                 print(f"[{log.stem}] {argv[0]} started", flush=True)
-                try:
-                    with open(log, "a") as f:
-                        f.write(f"\n$ ssl-eq {shlex.join(argv)}\n")
-                        f.flush()
-                        proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.cli", *argv], stdout=f,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
-                except OSError as e:
-                    self.error = self.error or SystemExit(f"demo step could not start: ssl-eq {shlex.join(argv)}: {e}")
-                    self.busy.pop(c)
-                    self.stop()
-                    continue
-                self.procs.add(proc)
-            code = proc.wait()
+                if proc is None:  # until its first command redirects them, its messages go to this log
+                    with open(log, "a") as err:
+                        proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.demo", "--serve"], text=True,
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=self.env)
+                    self.procs.add(proc)
+            proc.stdin.write(json.dumps([argv, str(log)]) + "\n")
+            proc.stdin.flush()
+            answer = proc.stdout.readline()  # its exit code; nothing when the process died
+            code = int(answer) if answer.strip() else (proc.poll() or 1)
             with self.cond:
-                self.procs.discard(proc)
                 took = time.time() - self.busy.pop(c)
                 if code and not self.stopped:
                     self.error = SystemExit(f"demo step failed (exit {code}): ssl-eq {shlex.join(argv)}; its output: "
@@ -177,6 +177,9 @@ class _Scheduler:
                     self.next[c] += 1
                     print(f"[{log.stem}] {argv[0]} done ({took:.0f} s)", flush=True)
                 self.cond.notify_all()
+        if proc is not None:
+            proc.stdin.close()
+            proc.wait()
 
     def stop(self) -> None:
         """Under the lock: no command starts after this one, the running ones are terminated."""
@@ -216,6 +219,27 @@ def run_parallel(chains: list[list[list[str]]], jobs: int, logs: Path) -> None:
             w.join()
     if scheduler.error is not None:
         raise scheduler.error
+
+
+def serve() -> None:
+    """Worker process of run_parallel (`python -m ssl_eq.demo --serve`): for each line [argv, log] (JSON) on stdin,
+    run `ssl-eq ARGV` in this process with its output (file descriptors 1 and 2) appended to `log`, then answer its
+    exit code on a line of the original stdout."""
+    from .cli import main
+
+    answer = os.fdopen(os.dup(1), "w")
+    for line in sys.stdin:
+        argv, log = json.loads(line)
+        with open(log, "a") as f:
+            f.write(f"\n$ ssl-eq {shlex.join(argv)}\n")
+            f.flush()
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+        code = main(argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        answer.write(f"{code}\n")
+        answer.flush()
 
 
 def render_argv(args: argparse.Namespace, data: Path) -> list[str]:
@@ -263,3 +287,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"report: {report / 'report.md'} and {report / 'report.html'}")
     print(f"dataset contact sheet: {data / 'preview.png'}")
     return 0
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    serve()
