@@ -6,10 +6,10 @@ re-running resumes (complete shards and finished runs are kept). Each method `m`
 ssl_eq/configs/experiment/demo_<m>.yaml; the supervised method is the ceiling row of the report. With --seeds N
 each method trains N times (seed=0..N-1, runs/<m>_s<k>); the report groups them (mean ± std over seeds).
 
---jobs J runs J of the trainings' commands at once (every pretrain before any probe, a probe once its pretrain is
-done) in J worker processes with CPUs / J torch threads each (SSL_EQ_THREADS), output in logs/<run>.log: a demo
-step is hundreds of tiny ops whose second thread adds only ~40 %, so two one-thread runs side by side do ~1.4x the
-work of one two-thread run (BENCHMARKS.md "Demo time").
+--jobs J renders J shards at once, then runs J of the trainings' commands at once (every pretrain before any probe,
+a probe once its pretrain is done), in J worker processes with CPUs / J torch threads each (SSL_EQ_THREADS),
+output in logs/<name>.log: a demo step is hundreds of tiny ops whose second thread adds only ~40 %, so two
+one-thread runs side by side do ~1.4x the work of one two-thread run (BENCHMARKS.md "Demo time").
 """
 from __future__ import annotations
 
@@ -189,17 +189,17 @@ class _Scheduler:
         self.cond.notify_all()
 
 
-def run_parallel(chains: list[list[list[str]]], jobs: int, logs: Path) -> None:
-    """Run the (pretrain, probe) chains on `jobs` workers (`_Scheduler`), each command with CPUs / jobs torch threads
-    unless SSL_EQ_THREADS is set; output in logs/<run>.log; prints each start and end, and every PROGRESS_EVERY s
-    the running commands' last progress line. A failure or Ctrl-C stops the others (re-running the demo resumes)."""
+def run_parallel(chains: list[list[list[str]]], names: list[str], jobs: int, logs: Path) -> None:
+    """Run the chains of commands (a render shard; a run's pretrain, then its probe) on `jobs` workers
+    (`_Scheduler`), each command with CPUs / jobs torch threads unless SSL_EQ_THREADS is set; output in
+    logs/<name>.log; prints each start and end, and every PROGRESS_EVERY s the running commands' last progress line.
+    A failure or Ctrl-C stops the others (re-running the demo resumes)."""
     from .utils.threads import ENV, allowed_cpus
 
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, ENV: os.environ.get(ENV, str(max(1, allowed_cpus() // jobs)))}
-    print(f"\n{len(chains)} trainings, {jobs} commands at a time ({ENV}={env[ENV]} each); output in {logs}/",
-          flush=True)
-    files = [logs / f"{Path(chain[-1][1]).name}.log" for chain in chains]
+    print(f"\n{', '.join(names)}: {jobs} commands at a time ({ENV}={env[ENV]} each); output in {logs}/", flush=True)
+    files = [logs / f"{name}.log" for name in names]
     for f in files:
         f.write_text("")
     scheduler = _Scheduler(chains, files, env)
@@ -274,13 +274,13 @@ def run_demo(args: argparse.Namespace) -> int:
                ["probe", str(run_dir), "--epochs", str(args.probe_epochs)]] for method, seed, run_dir in plan]
     jobs = parse_jobs(args.jobs, len(chains))
     start = time.time()
-    _step(render_argv(args, data))
     if jobs == 1:
-        for chain in chains:
-            for argv in chain:
-                _step(argv)
-    else:
-        run_parallel(chains, jobs, out / "logs")
+        for argv in [render_argv(args, data), *(argv for chain in chains for argv in chain)]:
+            _step(argv)
+    else:  # the render's shards in `jobs` processes (the last to finish writes the manifest), then the trainings
+        run_parallel([[render_argv(args, data) + ["--num-shards", str(jobs), "--shard-index", str(k)]]
+                      for k in range(jobs)], [f"render-{k}" for k in range(jobs)], jobs, out / "logs")
+        run_parallel(chains, [run_dir.name for _, _, run_dir in plan], jobs, out / "logs")
     runs = [str(run_dir) for _, _, run_dir in plan]
     _step(["report", *runs, "--out", str(report), "--title", "ssl_eq demo (procedural objects, CPU)"])
     print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min")

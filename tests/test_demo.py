@@ -78,16 +78,20 @@ def test_parallel_trainings_each_run_with_their_share_of_the_cpus_and_log_to_the
     assert main(["demo", "--objects", "90", "--views", "2", "--steps", "3", "--probe-epochs", "1",
                  "--methods", "sie,vicreg", "--jobs", "2", "--out", "out"]) == 0
     printed = capsys.readouterr().out
-    assert f"2 trainings, 2 commands at a time ({ENV}={max(1, allowed_cpus() // 2)} each)" in printed
+    threads = max(1, allowed_cpus() // 2)
+    assert f"render-0, render-1: 2 commands at a time ({ENV}={threads} each)" in printed
+    assert f"sie, vicreg: 2 commands at a time ({ENV}={threads} each)" in printed
+    assert "dataset complete" in (tmp_path / "out" / "logs" / "render-1.log").read_text() + (
+        tmp_path / "out" / "logs" / "render-0.log").read_text()
     for run in ("sie", "vicreg"):
         assert f"[{run}] pretrain done" in printed and f"[{run}] probe done" in printed
         log = (tmp_path / "out" / "logs" / f"{run}.log").read_text()
         assert log.index("$ ssl-eq pretrain experiment=demo_" + run) < log.index("$ ssl-eq probe out/runs/" + run)
         summary = json.loads((tmp_path / "out" / "runs" / run / "metrics.json").read_text())
         assert summary["status"] == "completed"
-        assert summary["threads"]["setting"] == str(max(1, allowed_cpus() // 2))
+        assert summary["threads"]["setting"] == str(threads)
         assert (tmp_path / "out" / "runs" / run / "probe" / "probe.json").is_file()
-    assert (tmp_path / "out" / "report" / "report.md").is_file()
+    assert (tmp_path / "out" / "report" / "report.md").is_file() and (tmp_path / "out" / "data" / "preview.png").is_file()
 
 
 def test_a_failed_parallel_training_names_its_command_and_log(tmp_path):
@@ -95,5 +99,5 @@ def test_a_failed_parallel_training_names_its_command_and_log(tmp_path):
 
     bad = [["pretrain", "experiment=demo_nosuch", "data.root=d", "run_dir=r"], ["probe", "runs/bad"]]
     with pytest.raises(SystemExit, match=r"ssl-eq pretrain experiment=demo_nosuch .*its output: .*bad\.log"):
-        run_parallel([bad], 2, tmp_path / "logs")
+        run_parallel([bad], ["bad"], 2, tmp_path / "logs")
     assert "demo_nosuch" in (tmp_path / "logs" / "bad.log").read_text()
