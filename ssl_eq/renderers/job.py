@@ -136,9 +136,22 @@ def resolve_shard_index(cfg: RenderConfig) -> None:
 
 
 def _prepare_output(cfg: RenderConfig) -> Path:
+    """Check --out against this config and write its render_config.json; parallel shard jobs (a SLURM array, the
+    demo's workers) starting together take turns here (a lock on the folder itself), so none sees another's
+    half-written config."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _check_and_claim_output(cfg, out)
+    finally:
+        os.close(fd)
+
+
+def _check_and_claim_output(cfg: RenderConfig, out: Path) -> Path:
     cfg_path = out / RENDER_CONFIG
     if cfg_path.exists():
         old = read_json_object(cfg_path, "render config")
@@ -148,7 +161,7 @@ def _prepare_output(cfg: RenderConfig) -> Path:
             diff = sorted(k for k in set(old) | set(cfg.identity()) if old.get(k) != cfg.identity().get(k))
             raise FileExistsError(f"{out} holds a dataset rendered with a different config (differs in: "
                                   f"{', '.join(diff)}); use another --out, or --overwrite to replace it")
-    elif out.is_dir() and folder_entries(out) and not cfg.overwrite:
+    elif folder_entries(out) and not cfg.overwrite:
         raise FileExistsError(f"--out {out} is not empty and holds no {RENDER_CONFIG}; refusing to write into it "
                               f"(use an empty folder, or --overwrite)")
     if cfg.overwrite:
@@ -157,7 +170,6 @@ def _prepare_output(cfg: RenderConfig) -> Path:
         for name in (native.SHARDS_DIR, SKIPPED_DIR, "preview.png"):
             p = out / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cfg_path, cfg.identity())
     return out
 
