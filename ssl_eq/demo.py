@@ -157,7 +157,7 @@ class _Scheduler:
                     self.cond.notify_all()
                     break
                 argv, log = self.chains[c][self.next[c]], self.logs[c]
-                print(f"[{log.stem}] {argv[0]} started", flush=True)
+                print(f"[{log.stem}] $ ssl-eq {shlex.join(argv)}", flush=True)
                 if proc is None:  # until its first command redirects them, its messages go to this log
                     with open(log, "a") as err:
                         proc = subprocess.Popen([sys.executable, "-m", "ssl_eq.demo", "--serve"], text=True,
