@@ -71,8 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=1,
                    help="train each method this many times (seed=0..N-1); the report shows mean ± std over seeds")
     p.add_argument("--jobs", default="auto",
-                   help="trainings (pretrain + probe) run at once, each with CPUs / jobs threads; auto: one per CPU "
-                        "this process may use, at most one per run; 1: one after the other in this process")
+                   help="commands run at once in worker processes (the render's shards, then the pretrains, each "
+                        "probe once its run is trained), each with CPUs / jobs threads; auto: one per CPU this "
+                        "process may use, at most one per run; 1: one after the other in this process")
     p.add_argument("--device", default="auto", help="render device: auto | cpu | cuda")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run_demo)
@@ -91,14 +92,10 @@ def _step(argv: list[str]) -> None:
 
 def parse_jobs(value: str, runs: int) -> int:
     """--jobs: "auto" -> one per CPU this process may use, at most `runs`; else a positive integer."""
-    from .utils.threads import allowed_cpus
+    from .utils.threads import allowed_cpus, parse_setting
 
-    text = str(value).strip().lower()
-    if text == "auto":
-        return max(1, min(allowed_cpus(), runs))
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise ValueError(f"--jobs: expected 'auto' or a positive integer, got {value!r}")
+    jobs = parse_setting(value, "--jobs")
+    return max(1, min(allowed_cpus(), runs)) if jobs is None else jobs
 
 
 PROGRESS_EVERY = 30.0  # s between two progress lines of the running jobs
@@ -122,14 +119,14 @@ class _Scheduler:
     a probe as soon as its pretrain is done and a worker is free), in the worker's `serve()` process, its output
     appended to its run's log. The first failure stops the rest (their processes are terminated)."""
 
-    def __init__(self, chains: list[list[list[str]]], logs: list[Path], env: dict[str, str]) -> None:
+    def __init__(self, chains: list[list[list[str]]], logs: list[Path], env: dict[str, str], workers: int) -> None:
         self.chains, self.logs, self.env = chains, logs, env
         self.next = [0] * len(chains)            # index of each chain's next command
         self.busy: dict[int, float] = {}         # chain -> start time of its running command
         self.procs: set[subprocess.Popen] = set()
         self.error: SystemExit | None = None
         self.stopped = False
-        self.workers = 0                         # worker threads still running
+        self.workers = workers                   # worker threads still running
         self.cond = threading.Condition()
 
     def _take(self) -> int | None:
@@ -202,8 +199,7 @@ def run_parallel(chains: list[list[list[str]]], names: list[str], jobs: int, log
     files = [logs / f"{name}.log" for name in names]
     for f in files:
         f.write_text("")
-    scheduler = _Scheduler(chains, files, env)
-    scheduler.workers = jobs
+    scheduler = _Scheduler(chains, files, env, jobs)
     workers = [threading.Thread(target=scheduler.worker, daemon=True) for _ in range(jobs)]
     for w in workers:
         w.start()

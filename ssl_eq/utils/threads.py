@@ -39,14 +39,14 @@ def allowed_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def parse_setting(value: Any) -> int | None:
+def parse_setting(value: Any, name: str = f"threads ({ENV} or pretrain's threads=)") -> int | None:
     """"auto" -> None (watched); a positive integer -> that many threads. Raises ValueError naming the setting."""
     text = str(value).strip().lower()
     if text == "auto":
         return None
     if text.isdigit() and int(text) > 0:
         return int(text)
-    raise ValueError(f"threads ({ENV} or pretrain's threads=): expected 'auto' or a positive integer, got {value!r}")
+    raise ValueError(f"{name}: expected 'auto' or a positive integer, got {value!r}")
 
 
 def schedstat(tid: int) -> tuple[int, int] | None:
