@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+from ssl_eq.backbones.cpu_fast import cpu_fast_layers
 from ssl_eq.backbones.resnet_sie import ResNetSIE
 
 BACKBONES: dict[str, Callable[..., tuple[nn.Module, int]]] = {}
@@ -39,7 +40,7 @@ def _resnet(arch: Callable[..., resnet.ResNet], stem: str, zero_init_residual: b
         raise ValueError(f"backbone.stem: expected 'imagenet' or 'small', got {stem!r}")
     dim = net.fc.in_features
     net.fc = nn.Identity()
-    return net, dim
+    return cpu_fast_layers(net), dim
 
 
 @register_backbone("resnet18")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssl_eq.backbones.cpu_fast import cpu_fast_layers
+
 # value the max-pool's extra row / column is padded with (acts as -inf without producing inf in fp16)
 _POOL_PAD_VALUE = -1e4
 
@@ -74,6 +76,7 @@ class ResNetSIE(nn.Module):
             for m in self.modules():
                 if isinstance(m, BasicBlockSIE):
                     nn.init.zeros_(m.bn2.weight)
+        cpu_fast_layers(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """(B, 3, S, S) -> (B, 512, S/32, S/32) last feature map (8×8 at 256 px)."""
