@@ -8,8 +8,7 @@ Python API (README "Python API"; names load on first use, so `import ssl_eq` sta
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ssl_eq.utils.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -20,11 +19,7 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ssl_eq' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"ssl_eq.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_attributes("ssl_eq", _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -6,8 +6,10 @@ import errno
 import importlib
 import logging
 import sys
+from collections.abc import Iterable
 
-# each module defines register(subparsers); heavy imports stay inside the handlers
+# each module defines COMMANDS (name -> one-line help) and register(subparsers), which adds its commands' options;
+# register's imports (torch, torchmetrics, ...: ~4 s) are paid only for the command being run
 COMMAND_MODULES = (
     "ssl_eq.renderers.commands",
     "ssl_eq.datasets.commands",
@@ -37,13 +39,16 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The `ssl-eq` parser with every command's options, or, given `commands`, only those commands' options (the
+    others are listed with their one-line help, enough for `ssl-eq --help` and for naming a mistyped command)."""
     parser = Parser(
         prog="ssl-eq",
         description="Invariant / equivariant self-supervised learning: render 3DIEBench-style data, "
         "pretrain, probe and report.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = None if commands is None else set(commands)
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -51,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
             if e.name != name:  # a real missing dependency, not a sub-package still to come
                 raise
             continue
-        module.register(sub)
+        if wanted is None or wanted & set(module.COMMANDS):
+            module.register(sub)
+        else:
+            for command, help in module.COMMANDS.items():
+                sub.add_parser(command, help=help)
     return parser
 
 
@@ -91,9 +100,10 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
 
 def main(argv: list[str] | None = None) -> int:
     show_library_logs()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[:1])  # the command is the first word
     try:  # argparse exits on --help and on bad options (2, with its message): return that code like any other
-        args = parse(parser, list(sys.argv[1:] if argv is None else argv))
+        args = parse(parser, argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
     try:

@@ -48,12 +48,17 @@ def parse_methods(spec: str) -> list[str]:
     return methods
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "demo": "render -> pretrain SIE, VICReg & a supervised ceiling -> probe -> report, on CPU",
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from .renderers.scene import CAMERA_PRESETS
 
     d = DEFAULTS
-    p = sub.add_parser("demo", help="render -> pretrain SIE, VICReg & a supervised ceiling -> probe -> report, "
-                       "on CPU", description=__doc__.splitlines()[0])
+    p = sub.add_parser("demo", help=COMMANDS["demo"], description=__doc__.splitlines()[0])
     p.add_argument("--out", default="demo_out", help="output folder (dataset, runs, report)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma list of methods with a demo config (default {DEFAULT_METHODS})")

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import subprocess
+import sys
 
 import pytest
 
-from ssl_eq.cli import build_parser, main
+from ssl_eq.cli import COMMAND_MODULES, build_parser, main
 
 
 def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
@@ -55,3 +58,26 @@ def test_a_bad_choice_is_one_clear_line_and_exit_code_2(capsys, tmp_path):
     assert main(["render", "--out", str(tmp_path), "--encoding", "png"]) == 2
     err = capsys.readouterr().err
     assert "argument --encoding: invalid choice: 'png'" in err and not (tmp_path / "manifest.json").exists()
+
+
+def test_each_modules_command_table_is_what_it_registers():
+    """`ssl-eq --help` lists COMMANDS without calling register: the two must name the same commands, same help."""
+    full = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {}
+    for name in COMMAND_MODULES:
+        listed.update(importlib.import_module(name).COMMANDS)
+    assert listed == {c.dest: c.help for c in full._choices_actions}
+
+
+def test_top_level_help_and_a_mistyped_command_import_no_torch():
+    code = ("import sys; from ssl_eq.cli import main; a = main(['--help']); b = main(['rendr']); "
+            "print(a, b, sorted({'torch', 'torchmetrics', 'lightning'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "0 2 []"
+    assert "invalid choice: 'rendr'" in out.stderr and "import-checkpoint" in out.stdout
+
+
+@pytest.mark.parametrize("command", sorted(" ".join(k) for k in ALL if len(k) == 1 and k != ("pretrain",)))
+def test_each_command_parses_with_only_its_own_options_built(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert " ".join(capsys.readouterr().out.split()).startswith(f"usage: ssl-eq {command}")

@@ -4,12 +4,19 @@ from __future__ import annotations
 import argparse
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "import-checkpoint": "a reference checkpoint (SIE, EquiCaps, seq-JEPA) as a run folder",
+    "export-checkpoint": "write a run in a reference checkpoint layout",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ssl_eq.checkpoints.base import available_formats
 
     formats = ", ".join(available_formats())
     p = subparsers.add_parser(
-        "import-checkpoint", help="a reference checkpoint (SIE, EquiCaps, seq-JEPA) as a run folder",
+        "import-checkpoint", help=COMMANDS["import-checkpoint"],
         description="Write a run folder (config.yaml, checkpoints/last.ckpt, source.json) from a checkpoint file of "
                     "a reference code; `ssl-eq probe / orbit / report` then use it like a trained run. Every tensor "
                     "is accounted for: unknown, missing or mis-shaped tensors are refused with their names.",
@@ -23,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_import, accepts_overrides=True)
 
     e = subparsers.add_parser(
-        "export-checkpoint", help="write a run in a reference checkpoint layout",
+        "export-checkpoint", help=COMMANDS["export-checkpoint"],
         description="Write RUN's model as the reference code's file, for its evaluation scripts "
                     "(SIE --weights-file, EquiCaps --weights-file, seq-JEPA --load-path).")
     e.add_argument("run_dir", help="run folder")

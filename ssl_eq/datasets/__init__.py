@@ -5,8 +5,7 @@ Names are imported on first use, so `import ssl_eq.datasets` loads neither Light
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ssl_eq.utils.lazy import lazy_attributes
 
 _EXPORTS = {
     "FORMAT_VERSION": "native", "LATENT_SCHEMAS": "native", "NativeDataset": "native", "read_manifest": "native",
@@ -21,8 +20,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ssl_eq.datasets' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"ssl_eq.datasets.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_attributes("ssl_eq.datasets", _EXPORTS)

@@ -70,11 +70,17 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "dataset": "inspect, import and export datasets",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ssl_eq.datasets.native import DEFAULT_JPEG_QUALITY, ENCODINGS
     from ssl_eq.datasets.threedie import CHANNEL_ORDERS, DEFAULT_CHANNEL_ORDER, DEFAULT_OBJECTS_PER_SHARD
 
-    p = subparsers.add_parser("dataset", help="inspect, import and export datasets")
+    p = subparsers.add_parser("dataset", help=COMMANDS["dataset"])
     sub = p.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND", required=True)
 
     info = sub.add_parser("info", help="counts, classes, latent ranges, camera / rotation group and size of a "

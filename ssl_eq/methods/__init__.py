@@ -5,8 +5,7 @@ Lightning. `load_run(run_dir)` rebuilds a trained model from a run folder.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ssl_eq.utils.lazy import lazy_attributes
 
 _EXPORTS = {
     "BaseMethod": "base", "NonFiniteLossError": "base", "StepOutput": "base",
@@ -15,8 +14,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ssl_eq.methods' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"ssl_eq.methods.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_attributes("ssl_eq.methods", _EXPORTS)

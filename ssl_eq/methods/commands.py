@@ -4,10 +4,15 @@ from __future__ import annotations
 import argparse
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "pretrain": "self-supervised pretraining (SIE, VICReg, SimCLR, BYOL, ...); a Hydra app: ssl-eq pretrain --help",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "pretrain", help="self-supervised pretraining (SIE, VICReg, SimCLR, BYOL, ...); a Hydra app: "
-                         "ssl-eq pretrain --help", add_help=False)
+        "pretrain", help=COMMANDS["pretrain"], add_help=False)
     p.set_defaults(func=run, own_argv=True)
 
 

@@ -9,11 +9,17 @@ from ssl_eq.config import apply_overrides
 from ssl_eq.orbit.latents import LATENT_ORBITS, RANGES
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "orbit": "render objects along an orbit of one latent and measure each run's (in/equi)variance",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ssl_eq.renderers.sources import SOURCES
 
     p = subparsers.add_parser(
-        "orbit", help="render objects along an orbit of one latent and measure each run's (in/equi)variance",
+        "orbit", help=COMMANDS["orbit"],
         description="Render val objects of each run's dataset (same source and scene) along a one-parameter orbit "
                     "of one latent, every other latent at the object's view 0; encode every frame with each run and "
                     "plot the invariance error, the predictor's equivariance error and Hit@1, the rotation probe's "

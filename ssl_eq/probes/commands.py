@@ -4,11 +4,17 @@ from __future__ import annotations
 import argparse
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "probe": "probe a run's frozen features (linear, rotation, colour, translation, predictor)",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ssl_eq.probes.runner import protocols
+    from ssl_eq.config import group_options
 
     p = subparsers.add_parser(
-        "probe", help="probe a run's frozen features (linear, rotation, colour, translation, predictor)",
+        "probe", help=COMMANDS["probe"],
         description="Extract frozen features of RUN_DIR's checkpoint (cached in RUN_DIR/probe/), train the probes "
                     "of a protocol (ssl_eq/configs/probe/<protocol>.yaml) and write RUN_DIR/probe/probe.json, TensorBoard "
                     "scalars and PNGs. After training a run on, re-run this command: `ssl-eq report` marks probe results "
@@ -22,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
     p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto: device for extraction and probe heads")
-    p.add_argument("--protocol", help=f"probe protocol preset in ssl_eq/configs/probe/, one of {protocols()}: "
+    p.add_argument("--protocol", help=f"probe protocol preset in ssl_eq/configs/probe/, one of {group_options('probe')}: "
                                       "default (fresh pairs, held-out epoch selection) or sie_reference (the SIE / "
                                       "EquiCaps papers' protocol); default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")

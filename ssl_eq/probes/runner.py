@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ssl_eq.config import apply_overrides, config_dir
+from ssl_eq.config import apply_overrides, config_dir, group_options
 from ssl_eq.datasets.relative import DEFAULT_COLOUR_TARGETS, DEFAULT_QUATERNION_SIGN, check_conventions
 from ssl_eq.probes.config_check import check_probe_config
 from ssl_eq.probes.features import extract_features, load_cached, save_cached
@@ -51,11 +51,6 @@ RUN_CONVENTION_KEYS = {"quaternion_sign": ("data.quaternion_sign", DEFAULT_QUATE
                        "colour_targets": ("data.colour_targets", DEFAULT_COLOUR_TARGETS)}
 
 
-def protocols() -> list[str]:
-    """Names of the probe protocols shipped in ssl_eq/configs/probe/ (`--protocol`)."""
-    return sorted(p.stem for p in (config_dir() / "probe").glob("*.yaml"))
-
-
 def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
                       protocol: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """ssl_eq/configs/probe/<protocol>.yaml (default: default.yaml) or the file `path`, as a plain dict, with
@@ -63,8 +58,8 @@ def load_probe_config(epochs: int | None = None, path: str | Path | None = None,
     the result names the protocol (the file's stem if it has none)."""
     if path and protocol:
         raise ValueError("give either --config FILE or --protocol NAME, not both")
-    if not path and (protocol or DEFAULT_PROTOCOL) not in protocols():
-        raise ValueError(f"--protocol: unknown protocol {protocol!r}; choose from {protocols()} "
+    if not path and (protocol or DEFAULT_PROTOCOL) not in group_options("probe"):
+        raise ValueError(f"--protocol: unknown protocol {protocol!r}; choose from {group_options('probe')} "
                          f"(files in {config_dir() / 'probe'}) or pass --config FILE")
     path = Path(path) if path else config_dir() / "probe" / f"{protocol or DEFAULT_PROTOCOL}.yaml"
     if not path.is_file():

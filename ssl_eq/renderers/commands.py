@@ -5,6 +5,12 @@ import argparse
 from dataclasses import fields
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "render": "render a 3DIEBench-style dataset with PyTorch3D (resumable, sharded)",
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from .job import AUTO_SUPERSAMPLE, RenderConfig  # light: no pytorch3d
     from ..datasets.native import ENCODINGS
@@ -14,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from .sources import SOURCES
 
     d = {f.name: f.default for f in fields(RenderConfig)}
-    p = sub.add_parser("render", help="render a 3DIEBench-style dataset with PyTorch3D (resumable, sharded)",
+    p = sub.add_parser("render", help=COMMANDS["render"],
                        description="Render objects x views of the 3DIEBench scene into a native sharded dataset. "
                        "Re-running the same command completes only what is missing. What the defaults cost: "
                        f"{d['objects']} objects x {d['views']} views = {d['objects'] * d['views']:,} images of "

@@ -4,9 +4,15 @@ from __future__ import annotations
 import argparse
 
 
+# name -> the one line `ssl-eq --help` shows (read without calling register, which imports more)
+COMMANDS = {
+    "report": "report.md + report.html over run folders (metrics, published numbers, curves, plots)",
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "report", help="report.md + report.html over run folders (metrics, published numbers, curves, plots)",
+        "report", help=COMMANDS["report"],
         description="Collect metrics.json, probe/probe.json and TensorBoard curves of each RUN_DIR into one table "
                     "per probe (one row per run, dash when missing), beside the papers' published numbers.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
