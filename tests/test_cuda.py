@@ -84,3 +84,28 @@ def test_normalize_on_gpu_matches_cpu():
     gpu = model.to(GPU).preprocess(images.to(GPU))
     assert gpu.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6)
+
+
+def test_loss_check_keeps_a_nonfinite_loss_on_the_device_without_a_host_sync(monkeypatch):
+    """Off the CPU, BaseMethod.check_finite records a NaN / inf loss on the device (CUDA's sync debug mode turns any
+    host sync into an error) and raise_if_nonfinite reports its step, last finite loss and terms later."""
+    from test_methods import tiny_config
+
+    from ssl_eq.methods import NonFiniteLossError, StepOutput, build_method
+
+    model = build_method(tiny_config("vicreg")).to(GPU)
+    monkeypatch.setattr(type(model), "SYNC_FREE_DEVICES", ())  # the CPU stand-in takes the device path too
+    outs = [StepOutput(torch.tensor(loss, device=GPU), {"invariance": torch.tensor(loss, device=GPU)})
+            for loss in (2.5, float("nan"), 3.0)]
+    strict = GPU.startswith("cuda")
+    if strict:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for out in outs:
+            model.check_finite(out)
+    finally:
+        if strict:
+            torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(NonFiniteLossError, match=r"loss nan at step 0; last finite loss: 2.5; non-finite term\(s\): "
+                                                 r"invariance"):
+        model.raise_if_nonfinite()

@@ -1,5 +1,6 @@
 """tools/device_check.sh --dry-run: every step of the GPU check rehearsed on the CPU (tiny sizes)."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,4 +20,8 @@ def test_device_check_dry_run(tmp_path):
         assert f"OK    {step}" in log, f"step {step!r} did not pass:\n{proc.stderr[-3000:]}"
     rows = (tmp_path / "device_rows.md").read_text()
     assert "DRY RUN" in rows and "render benchmark" in rows and "vicreg" in rows and "native raw shards" in rows
-    assert "6 passed" in log  # the CUDA-marked tests ran with the CPU standing in
+    # every CUDA-marked test ran (none skipped or failed) with the CPU standing in
+    cuda_tests = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                 "-m", "cuda", "tests/test_cuda.py"], cwd=REPO, capture_output=True, text=True)
+    collected = re.search(r"(\d+) tests? collected", cuda_tests.stdout)
+    assert collected and re.search(rf"^{collected.group(1)} passed in ", log, re.M), cuda_tests.stdout[-500:]

@@ -181,8 +181,8 @@ def test_kill_and_resume_continues_with_same_optimizer_state(data_root, tmp_path
         assert torch.equal(old[i]["exp_avg"], new[i]["exp_avg"]) and torch.equal(old[i]["step"], new[i]["step"])
 
 
-def test_nan_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path, monkeypatch):
-    run = tmp_path / "run"
+def nan_covariance_at_step_3(monkeypatch):
+    """SIE's covariance term becomes NaN at global step 3."""
     step_loss = SIE.step_loss
 
     def nan_at_3(self, views, batch):
@@ -193,6 +193,11 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path, monkeypat
         return out
 
     monkeypatch.setattr(SIE, "step_loss", nan_at_3)
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(data_root, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    nan_covariance_at_step_3(monkeypatch)
     with pytest.raises(NonFiniteLossError, match=r"at step 3; last finite loss: [0-9.]+; non-finite term\(s\): covariance"):
         pretrain(run_cfg(data_root, run, "trainer.max_steps=6"))
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
@@ -280,3 +285,17 @@ def test_ddp_on_cpu_with_batchnorm_and_default_sync_batchnorm(data_root, tmp_pat
     assert "Starting with 2 processes" in out and "trainer.sync_batchnorm=true ignored" in out
     state = torch.load(tmp_path / "bn" / "checkpoints" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2 and any("running_mean" in n for n in state["state_dict"])
+
+
+def test_nan_loss_checked_on_the_device_stops_before_a_checkpoint_holds_it(data_root, tmp_path, monkeypatch):
+    """Off the CPU the finiteness check stays on the device (no host sync per step) and is raised on the next
+    logging step or checkpoint: here forced on the CPU, with a log step only every 100 steps."""
+    run = tmp_path / "run"
+    nan_covariance_at_step_3(monkeypatch)
+    monkeypatch.setattr(SIE, "SYNC_FREE_DEVICES", ())
+    with pytest.raises(NonFiniteLossError, match=r"at step 3; last finite loss: [0-9.]+; non-finite term\(s\): covariance"):
+        pretrain(run_cfg(data_root, run, "trainer.max_steps=6", "trainer.log_every_n_steps=100",
+                         "checkpoint.last_every_n_steps=1"))
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3
+    assert json.loads((run / "metrics.json").read_text())["status"].startswith("failed: NonFiniteLossError")
+    assert all(torch.isfinite(p).all() for p in load_run(run).state_dict().values())

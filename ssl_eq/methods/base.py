@@ -70,6 +70,8 @@ class BaseMethod(pl.LightningModule):
     action_key: ClassVar[str | None] = None          # batch key of the action the predictor is conditioned on
     batch_kind: ClassVar[str] = "pair"
     required_keys: ClassVar[tuple[str, ...]] = ("images",)
+    # devices whose loss check costs no host sync, so a non-finite loss is raised in its own step (check_finite)
+    SYNC_FREE_DEVICES: ClassVar[tuple[str, ...]] = ("cpu",)
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -93,6 +95,8 @@ class BaseMethod(pl.LightningModule):
         self.online_rotation = self.build_online_rotation(2 * (self.equi_dim or self.rep_dim))
         self.total_steps = 1
         self._last_finite_loss: float | None = None
+        self._watch: dict[str, Tensor] | None = None   # the device-side finiteness check (check_finite)
+        self._watch_terms: list[str] = []
         self.validated_at_step: int | None = None      # global step of the last completed validation
         self.val_rotation_r2 = SplitR2Score()  # the online rotation probe's R² over the whole val split
 
@@ -202,6 +206,7 @@ class BaseMethod(pl.LightningModule):
         self.check_finite(out)
         probe_loss, probe_logs, _ = self.online_probes(out.reps, batch, out.aggregate)
         if self.logs_this_step():
+            self.raise_if_nonfinite()
             self.log("train/loss", out.loss, prog_bar=True)
             self.log_dict({f"train/{k}": v.detach() for k, v in out.terms.items()})
             self.log_dict(probe_logs)
@@ -240,15 +245,55 @@ class BaseMethod(pl.LightningModule):
         self.validated_at_step = self.global_step
 
     def check_finite(self, out: StepOutput) -> None:
-        """Raise NonFiniteLossError naming the step, the last finite loss and the term(s) that blew up."""
-        if torch.isfinite(out.loss).item():
-            self._last_finite_loss = float(out.loss.detach())
+        """Raise NonFiniteLossError naming the step, the last finite loss and the term(s) that blew up.
+
+        On the CPU at once. Elsewhere the check stays on the device, so a step waits for no host sync: the first
+        non-finite step, its loss and terms and the last finite loss are kept there, and `raise_if_nonfinite`
+        raises on the next logging step, before validation and before a checkpoint is written (none holds the
+        weights that step's update spoilt)."""
+        loss = out.loss.detach()
+        if loss.device.type in self.SYNC_FREE_DEVICES:
+            if torch.isfinite(loss).item():
+                self._last_finite_loss = float(loss)
+                return
+            bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()]
+            raise self.nonfinite_error(self.global_step, float(loss), self._last_finite_loss, bad)
+        if self._watch is None:  # first non-finite step (-1: none), its loss, the last finite loss, its bad terms
+            dev = loss.device
+            self._watch = {"step": torch.full((), -1, dtype=torch.long, device=dev),
+                           "loss": torch.zeros((), device=dev), "last": torch.full((), math.nan, device=dev),
+                           "terms": torch.zeros(len(out.terms), dtype=torch.bool, device=dev)}
+        w, finite = self._watch, torch.isfinite(loss)
+        first = ~finite & (w["step"] < 0)
+        w["step"] = torch.where(first, self.global_step, w["step"])
+        w["loss"] = torch.where(first, loss.float(), w["loss"])
+        w["last"] = torch.where(w["step"] < 0, loss.float(), w["last"])
+        if out.terms:
+            w["terms"] = torch.where(first, torch.stack([~torch.isfinite(v).all() for v in out.terms.values()]),
+                                     w["terms"])
+        self._watch_terms = list(out.terms)
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise NonFiniteLossError for a non-finite loss that `check_finite` recorded on the device (one sync)."""
+        w = self._watch
+        if w is None or int(w["step"]) < 0:
             return
-        bad = [k for k, v in out.terms.items() if not torch.isfinite(v).all()] or ["(total only)"]
-        raise NonFiniteLossError(
-            f"non-finite loss {float(out.loss.detach())} at step {self.global_step}; last finite loss: "
-            f"{self._last_finite_loss}; non-finite term(s): {', '.join(bad)}. The last checkpoint is kept; "
-            f"lower the learning rate (method.optim.lr) or set trainer.gradient_clip_val and resume from it.")
+        last = float(w["last"])
+        bad = [name for name, b in zip(self._watch_terms, w["terms"].tolist()) if b]
+        raise self.nonfinite_error(int(w["step"]), float(w["loss"]), None if math.isnan(last) else last, bad)
+
+    @staticmethod
+    def nonfinite_error(step: int, loss: float, last_finite: float | None, bad: list[str]) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"non-finite loss {loss} at step {step}; last finite loss: {last_finite}; non-finite term(s): "
+            f"{', '.join(bad or ['(total only)'])}. The last checkpoint is kept; lower the learning rate "
+            f"(method.optim.lr) or set trainer.gradient_clip_val and resume from it.")
+
+    def on_validation_start(self) -> None:
+        self.raise_if_nonfinite()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.raise_if_nonfinite()
 
     def online_probes(self, reps: list[Tensor], batch: dict[str, Tensor], aggregate: Tensor | None = None
                       ) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
