@@ -59,8 +59,8 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         if wanted is None or wanted & set(module.COMMANDS):
             module.register(sub)
         else:
-            for command, help in module.COMMANDS.items():
-                sub.add_parser(command, help=help)
+            for command, line in module.COMMANDS.items():
+                sub.add_parser(command, help=line)
     return parser
 
 
