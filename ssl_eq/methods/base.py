@@ -263,15 +263,15 @@ class BaseMethod(pl.LightningModule):
             self._watch = {"step": torch.full((), -1, dtype=torch.long, device=dev),
                            "loss": torch.zeros((), device=dev), "last": torch.full((), math.nan, device=dev),
                            "terms": torch.zeros(len(out.terms), dtype=torch.bool, device=dev)}
-        w, finite = self._watch, torch.isfinite(loss)
-        first = ~finite & (w["step"] < 0)
+            self._watch_terms = list(out.terms)  # a method's loss terms are the same every step
+        w, finite, none_yet = self._watch, torch.isfinite(loss), self._watch["step"] < 0
+        first = ~finite & none_yet
         w["step"] = torch.where(first, self.global_step, w["step"])
         w["loss"] = torch.where(first, loss.float(), w["loss"])
-        w["last"] = torch.where(w["step"] < 0, loss.float(), w["last"])
+        w["last"] = torch.where(finite & none_yet, loss.float(), w["last"])
         if out.terms:
             w["terms"] = torch.where(first, torch.stack([~torch.isfinite(v).all() for v in out.terms.values()]),
                                      w["terms"])
-        self._watch_terms = list(out.terms)
 
     def raise_if_nonfinite(self) -> None:
         """Raise NonFiniteLossError for a non-finite loss that `check_finite` recorded on the device (one sync)."""

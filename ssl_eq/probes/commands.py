@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "predictor")
     p.add_argument("--epochs", type=int, help="override every probe's training epochs (quick runs)")
     p.add_argument("--device", default="cpu", help="cpu | cuda[:N] | auto: device for extraction and probe heads")
-    p.add_argument("--protocol", help=f"probe protocol preset in ssl_eq/configs/probe/, one of {group_options('probe')}: "
-                                      "default (fresh pairs, held-out epoch selection) or sie_reference (the SIE / "
-                                      "EquiCaps papers' protocol); default: default")
+    p.add_argument("--protocol", help="probe protocol preset in ssl_eq/configs/probe/, one of "
+                                      f"{group_options('probe')}: default (fresh pairs, held-out epoch selection) or "
+                                      "sie_reference (the SIE / EquiCaps papers' protocol); default: default")
     p.add_argument("--config", help="probe config YAML file (instead of --protocol)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=_run, accepts_overrides=True, thread_policy=True)
